@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -281,7 +282,7 @@ async fn supervise<F>(
     timeout: Option<Duration>,
 ) -> Result<ExitStatus, Supervise>
 where
-    F: std::future::Future<Output = io::Result<()>>,
+    F: Future<Output = io::Result<()>>,
 {
     use futures::future::FusedFuture;
     use futures::FutureExt;

@@ -73,6 +73,8 @@ pub enum FailureKind {
     NotFound,
     /// The container exists but is not running (created, stopped, or its sandbox is gone).
     NotRunning,
+    /// The container is paused and runsc refuses the operation.
+    Paused,
     /// The subcommand does not exist in this runsc build.
     UnknownCommand,
     /// Anything else.
@@ -85,30 +87,30 @@ impl Error {
     /// runsc reports every failure as exit status 128 with a message, so the message text is
     /// the only signal there is (containerd's own runc shim classifies runc the same way).
     /// All knowledge of runsc's wording lives here. Messages seen from runsc 20221219 and
-    /// 20240729: "sandbox is not running", "cannot signal container \"x\" in state stopped",
-    /// "container with id \"x\" does not exist" / "loading container \"x\": file does not
-    /// exist", "flag provided but not defined", and for missing subcommands
-    /// "unknown command" / "Usage: runsc <flags> <subcommand>".
+    /// 20240729: "sandbox is not running", "cannot signal container \"x\" in state
+    /// created|paused|stopped", "connecting to control server at PID n: connection refused"
+    /// (sandbox exited, not yet reaped), "loading container \"x\": file does not exist", "no
+    /// such process with PID n", and for a missing subcommand only the usage text
+    /// ("Usage: runsc <flags> <subcommand> ...").
     pub fn kind(&self) -> FailureKind {
         let Error::Failed { message, .. } = self else {
             return FailureKind::Other;
         };
         let m = message.to_ascii_lowercase();
-        if m.contains("does not exist") || m.contains("no such file or directory") {
+        if m.contains("usage: runsc") || m.contains("unknown command") {
+            FailureKind::UnknownCommand
+        } else if m.contains("in state paused") {
+            FailureKind::Paused
+        } else if m.contains("loading container") || m.contains("loading sandbox") {
             FailureKind::NotFound
         } else if m.contains("not running")
+            || m.contains("control server at pid")
+            || m.contains("no such process")
             || m.contains("in state stopped")
             || m.contains("in state created")
             || m.contains("is stopped")
-            || m.contains("container is not")
-            || m.contains("no such process")
         {
             FailureKind::NotRunning
-        } else if m.contains("unknown command")
-            || m.contains("unknown subcommand")
-            || m.contains("usage: runsc")
-        {
-            FailureKind::UnknownCommand
         } else {
             FailureKind::Other
         }
@@ -150,7 +152,23 @@ mod tests {
             failed("loading container \"c\": file does not exist").kind(),
             FailureKind::NotFound
         );
-        assert_eq!(failed("unknown command \"update\"").kind(), FailureKind::UnknownCommand);
+        assert_eq!(failed("loading sandbox: file does not exist").kind(), FailureKind::NotFound);
+        assert_eq!(
+            failed("signaling container \"c\": connecting to control server at PID 11004: connection refused").kind(),
+            FailureKind::NotRunning
+        );
+        assert_eq!(
+            failed("failed to signal pid 7: no such process with PID 7").kind(),
+            FailureKind::NotRunning
+        );
+        assert_eq!(
+            failed("cannot signal container \"c\" in state paused").kind(),
+            FailureKind::Paused
+        );
+        assert_eq!(
+            failed("Usage: runsc <flags> <subcommand> <subcommand args>\n\nSubcommands:").kind(),
+            FailureKind::UnknownCommand
+        );
         assert_eq!(failed("permission denied").kind(), FailureKind::Other);
         let t = Error::Timeout { command: "state".into(), timeout: Duration::from_secs(1) };
         assert_eq!(t.kind(), FailureKind::Other);

@@ -1,7 +1,7 @@
 //! Recovers runsc's own error message from its JSON `--log` file.
 //!
-//! runsc prints little to stderr; its reason for failing is the last `"level":"error"` line it
-//! writes to `--log` (with `--log-format=json`). Only lines written by the current invocation
+//! runsc's reason for failing is what it writes to `--log` as `"level":"error"` objects (in
+//! JSON whatever `--log-format` says). Only lines written by the current invocation
 //! are considered: the caller remembers the file length before running runsc.
 
 use std::fs::File;
@@ -16,7 +16,7 @@ pub(crate) fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// The message of the last error line written after byte `from`.
+/// The error messages written after byte `from`, joined.
 pub(crate) fn last_error(path: &Path, from: u64) -> Option<String> {
     let mut file = File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
@@ -30,20 +30,38 @@ pub(crate) fn last_error(path: &Path, from: u64) -> Option<String> {
     last_error_in(&String::from_utf8_lossy(&buf))
 }
 
+/// runsc writes its JSON log objects back to back, often with no newline between them, and
+/// one failure can produce several (gofer, sandbox, then the CLI's generic summary), the
+/// most useful first. All distinct error messages are kept, in order.
 fn last_error_in(text: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
-    struct Line {
+    struct Entry {
         #[serde(default)]
         level: String,
         #[serde(default)]
         msg: String,
     }
-    text.lines()
-        .rev()
-        .filter_map(|line| serde_json::from_str::<Line>(line).ok())
-        .find(|l| l.level == "error" || l.level == "fatal")
-        .map(|l| l.msg.trim().to_owned())
-        .filter(|m| !m.is_empty())
+    let mut msgs: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        rest = &rest[start..];
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Entry>();
+        match stream.next() {
+            Some(Ok(e)) => {
+                let msg = e.msg.trim();
+                if (e.level == "error" || e.level == "fatal")
+                    && !msg.is_empty()
+                    && !msgs.iter().any(|m| m == msg)
+                {
+                    msgs.push(msg.to_owned());
+                }
+                rest = &rest[stream.byte_offset()..];
+            }
+            // Not an object here: skip this brace and look for the next one.
+            _ => rest = &rest[1..],
+        }
+    }
+    if msgs.is_empty() { None } else { Some(msgs.join("; ")) }
 }
 
 #[cfg(test)]
@@ -65,8 +83,25 @@ mod tests {
             r#"{"level":"warning","msg":"later warning","time":"t"}"#,
             "\n",
         );
-        assert_eq!(last_error_in(text).as_deref(), Some("creating container: cannot find /bin/x"));
+        assert_eq!(
+            last_error_in(text).as_deref(),
+            Some("first; creating container: cannot find /bin/x")
+        );
         assert_eq!(last_error_in("{\"level\":\"info\",\"msg\":\"x\"}\n"), None);
+    }
+
+    /// As runsc 20221219 writes a bad rootfs: three objects, no newlines, the first is the
+    /// useful one.
+    #[test]
+    fn concatenated_objects() {
+        let text = concat!(
+            r#"{"msg":"Error setting up root FS: mounting root on root (\"/proc/root\") err: no such file or directory","level":"error","time":"t"}"#,
+            r#"{"msg":"Error reading mounts file: unexpected end of JSON input\nJSON bytes:\n","level":"error","time":"t"}"#,
+            r#"{"msg":"creating container: cannot create sandbox: EOF","level":"error","time":"t"}"#,
+        );
+        let msg = last_error_in(text).unwrap();
+        assert!(msg.starts_with("Error setting up root FS: mounting root on root"), "{msg}");
+        assert!(msg.ends_with("creating container: cannot create sandbox: EOF"), "{msg}");
     }
 
     #[test]

@@ -30,9 +30,10 @@ pub struct WaitResult {
     pub exit_status: u32,
 }
 
-/// One process of `runsc ps --format json`.
+/// One process of `runsc ps --format json`. runsc prints bare pids (`[1,7]`); runc-style
+/// objects are accepted too.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[serde(from = "PsEntry")]
 pub struct ProcessInfo {
     /// Pid inside the sandbox.
     #[serde(rename = "PID")]
@@ -46,6 +47,31 @@ pub struct ProcessInfo {
     /// Command name.
     #[serde(rename = "Cmd")]
     pub cmd: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PsEntry {
+    Pid(i32),
+    Full {
+        #[serde(rename = "PID", default)]
+        pid: i32,
+        #[serde(rename = "PPID", default)]
+        ppid: i32,
+        #[serde(rename = "UID", default)]
+        uid: u32,
+        #[serde(rename = "Cmd", default)]
+        cmd: String,
+    },
+}
+
+impl From<PsEntry> for ProcessInfo {
+    fn from(e: PsEntry) -> Self {
+        match e {
+            PsEntry::Pid(pid) => ProcessInfo { pid, ..Default::default() },
+            PsEntry::Full { pid, ppid, uid, cmd } => ProcessInfo { pid, ppid, uid, cmd },
+        }
+    }
 }
 
 /// One `runsc events` record.
@@ -170,9 +196,9 @@ pub struct HugetlbStats {
     pub failcnt: u64,
 }
 
-/// One network interface.
+/// One network interface (runsc prints Go field names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "PascalCase")]
 pub struct InterfaceStats {
     /// Interface name.
     pub name: String,
@@ -245,6 +271,15 @@ mod tests {
         assert_eq!(s.memory.usage.usage, 8192);
         assert_eq!(s.memory.raw.get("rss"), Some(&100));
         assert_eq!(s.pids.current, 3);
+    }
+
+    #[test]
+    fn ps_accepts_bare_pids_and_objects() {
+        let bare: Vec<ProcessInfo> = serde_json::from_str("[1,7]").unwrap();
+        assert_eq!(bare.iter().map(|p| p.pid).collect::<Vec<_>>(), [1, 7]);
+        let full: Vec<ProcessInfo> =
+            serde_json::from_str(r#"[{"UID":0,"PID":3,"PPID":1,"Cmd":"sleep"}]"#).unwrap();
+        assert_eq!((full[0].pid, full[0].ppid, full[0].cmd.as_str()), (3, 1, "sleep"));
     }
 
     #[test]

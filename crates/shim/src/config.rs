@@ -1,0 +1,398 @@
+//! Shim configuration: CRI runtime options and gVisor's `runsc.toml`.
+//!
+//! containerd hands a non-runc runtime `runtimeoptions.v1.Options` (see
+//! `proto/runtimeoptions/v1/api.proto`): a `config_path` to a TOML file, or, when the runtime's
+//! containerd `options` table has no `ConfigPath`, the table itself as `config_body`. gVisor's
+//! Go shim ignores `config_body`; we read it. The TOML keys are gVisor's (`binary_name`, `root`,
+//! `log_level`, `log_path`, `grouping`, `io_uid`, `io_gid`, `[runsc_config]`, ...), so an
+//! existing `runsc.toml` works unchanged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// CRI's `runtimeoptions.v1.Options` (field numbers are the wire contract; see the .proto).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct RuntimeOptions {
+    /// Type of the configuration the file holds (gVisor documents
+    /// `io.containerd.runsc.v1.options`).
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    /// Path of the TOML configuration file.
+    #[prost(string, tag = "2")]
+    pub config_path: String,
+    /// Inline TOML, used when `config_path` is empty.
+    #[prost(bytes = "vec", tag = "3")]
+    pub config_body: Vec<u8>,
+}
+
+/// Type URL suffix of [`RuntimeOptions`] (CRI sends `runtimeoptions.v1.Options`).
+pub const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
+
+/// runc option types containerd 1.x clients send to every runtime; tolerated and ignored.
+const RUNC_OPTION_TYPES: [&str; 3] =
+    ["containerd.runc.v1.Options", "containerd.linux.runc.CreateOptions", "containerd.runhcs.v1.Options"];
+
+/// Global config files read when containerd passes no configuration at all (the same paths
+/// gVisor's shim reads its shim-wide settings from).
+pub const GLOBAL_CONFIG_PATHS: [&str; 2] =
+    ["/run/containerd/runsc/config.toml", "/etc/containerd/runsc/config.toml"];
+
+/// Default runsc state root; the namespace is appended.
+pub const DEFAULT_ROOT: &str = "/run/containerd/runsc";
+
+/// Decodes the options `Any` containerd sent (to `start` or with `Create`).
+///
+/// Returns `None` for no options and for option types of other runtimes (containerd 1.6/1.7
+/// clients send runc's `CreateOptions` to any runtime). Malformed runtime options are an error.
+pub fn decode_options(type_url: &str, value: &[u8]) -> Result<Option<RuntimeOptions>> {
+    let name = type_url.rsplit('/').next().unwrap_or_default();
+    if type_url.is_empty() && value.is_empty() {
+        return Ok(None);
+    }
+    if name == RUNTIME_OPTIONS_TYPE {
+        return prost::Message::decode(value).map(Some).map_err(|e| {
+            Error::InvalidArgument(format!("malformed runtime options ({type_url}): {e}"))
+        });
+    }
+    if RUNC_OPTION_TYPES.contains(&name) {
+        tracing::debug!(type_url, "ignoring options of another runtime type");
+    } else {
+        tracing::warn!(type_url, "ignoring runtime options of unknown type");
+    }
+    Ok(None)
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Nothing configured: defaults.
+    Defaults,
+    /// A TOML file (`config_path`, or a global config file).
+    File(PathBuf),
+    /// containerd's inline `config_body`.
+    Body,
+}
+
+impl Source {
+    fn label(&self) -> PathBuf {
+        match self {
+            Source::Defaults => PathBuf::from("<defaults>"),
+            Source::File(p) => p.clone(),
+            Source::Body => PathBuf::from("<containerd runtime options config_body>"),
+        }
+    }
+}
+
+/// The shim's configuration (gVisor `runsc.toml` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimConfig {
+    /// Where this came from.
+    pub source: Source,
+    /// runsc binary (`binary_name`), a path or a name looked up in `PATH`.
+    pub binary_name: String,
+    /// runsc state root base (`root`); the namespace is appended.
+    pub root: PathBuf,
+    /// Shim log level (`log_level`), if set.
+    pub log_level: Option<String>,
+    /// Extra shim log file (`log_path`); a trailing `/` means a file per container there.
+    pub log_path: Option<String>,
+    /// One shim per pod (`grouping`, default true).
+    pub grouping: bool,
+    /// Owner of the stdio pipes (`io_uid`, `io_gid`).
+    pub io_uid: u32,
+    /// See `io_uid`.
+    pub io_gid: u32,
+    /// Global runsc flags (`[runsc_config]`), each rendered `--key=value`.
+    pub runsc_config: BTreeMap<String, String>,
+    /// Keys that were present but are not understood (warned about, not fatal).
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        ShimConfig {
+            source: Source::Defaults,
+            binary_name: "runsc".to_owned(),
+            root: PathBuf::from(DEFAULT_ROOT),
+            log_level: None,
+            log_path: None,
+            grouping: true,
+            io_uid: 0,
+            io_gid: 0,
+            runsc_config: BTreeMap::new(),
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+const LOG_LEVELS: [&str; 8] = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
+
+impl ShimConfig {
+    /// Loads the configuration the options point at: `config_path`, else `config_body`, else
+    /// the first existing global config file, else defaults.
+    pub fn load(options: Option<&RuntimeOptions>) -> Result<ShimConfig> {
+        if let Some(opts) = options {
+            if !opts.config_path.is_empty() {
+                return Self::from_file(Path::new(&opts.config_path));
+            }
+            if !opts.config_body.is_empty() {
+                let text = std::str::from_utf8(&opts.config_body).map_err(|_| Error::Config {
+                    path: Source::Body.label(),
+                    message: "not UTF-8".into(),
+                })?;
+                return Self::parse(text, Source::Body);
+            }
+        }
+        for path in GLOBAL_CONFIG_PATHS {
+            let path = Path::new(path);
+            if path.exists() {
+                return Self::from_file(path);
+            }
+        }
+        Ok(ShimConfig::default())
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<ShimConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, Source::File(path.to_owned()))
+    }
+
+    /// Parses TOML text. Keys match gVisor's `runsc.toml`; containerd-style spellings
+    /// (`BinaryName`, `Root`) of an inline `config_body` are accepted too.
+    pub fn parse(text: &str, source: Source) -> Result<ShimConfig> {
+        let label = source.label();
+        let err = |message: String| Error::Config { path: label.clone(), message };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            err(e.to_string().trim().replace('\n', " "))
+        })?;
+        let mut cfg = ShimConfig { source, ..ShimConfig::default() };
+        for (key, value) in &table {
+            let string = |v: &toml::Value| {
+                v.as_str().map(str::to_owned).ok_or_else(|| err(format!("`{key}` must be a string")))
+            };
+            let uint = |v: &toml::Value| {
+                v.as_integer()
+                    .and_then(|i| u32::try_from(i).ok())
+                    .ok_or_else(|| err(format!("`{key}` must be an integer between 0 and 2^32-1")))
+            };
+            match normalize(key).as_str() {
+                "binaryname" => {
+                    cfg.binary_name = string(value)?;
+                    if cfg.binary_name.is_empty() {
+                        return Err(err("`binary_name` must not be empty".into()));
+                    }
+                }
+                "root" => {
+                    let root = string(value)?;
+                    if !root.starts_with('/') {
+                        return Err(err(format!("`root` must be an absolute path, got {root:?}")));
+                    }
+                    cfg.root = PathBuf::from(root);
+                }
+                "loglevel" => {
+                    let level = string(value)?.to_ascii_lowercase();
+                    if !level.is_empty() {
+                        if !LOG_LEVELS.contains(&level.as_str()) {
+                            return Err(err(format!(
+                                "`log_level` {level:?} is not one of {}",
+                                LOG_LEVELS.join(", ")
+                            )));
+                        }
+                        cfg.log_level = Some(level);
+                    }
+                }
+                "logpath" => cfg.log_path = Some(string(value)?).filter(|p| !p.is_empty()),
+                "grouping" => {
+                    cfg.grouping =
+                        value.as_bool().ok_or_else(|| err("`grouping` must be true or false".into()))?
+                }
+                "iouid" => cfg.io_uid = uint(value)?,
+                "iogid" => cfg.io_gid = uint(value)?,
+                "runscconfig" => {
+                    let flags = value
+                        .as_table()
+                        .ok_or_else(|| err("`runsc_config` must be a table".into()))?;
+                    for (flag, v) in flags {
+                        cfg.runsc_config.insert(flag.clone(), runsc_flag_value(flag, v).map_err(&err)?);
+                    }
+                }
+                // Known to gVisor's shim, meaningless here or handled elsewhere: accepted
+                // silently. containerd's own option keys appear in an inline config_body.
+                "shimcgroup" | "enablehibernateserver" | "typeurl" | "configpath" => {}
+                _ => cfg.unknown_keys.push(key.clone()),
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The effective runsc root for a namespace: `<root>/<namespace>`.
+    pub fn runsc_root(&self, namespace: &str) -> PathBuf {
+        self.root.join(namespace)
+    }
+}
+
+/// `binary_name`, `BinaryName`, `binaryName` all become `binaryname`.
+fn normalize(key: &str) -> String {
+    key.chars().filter(|c| *c != '_' && *c != '-').map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// A `[runsc_config]` value as runsc flag text. gVisor's shim takes strings only; booleans and
+/// numbers (`debug = true`) are accepted here too.
+fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, String> {
+    if flag.is_empty() || flag.starts_with('-') || flag.contains('=') || flag.contains(char::is_whitespace)
+    {
+        return Err(format!("`runsc_config` key {flag:?} is not a runsc flag name"));
+    }
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        _ => Err(format!("`runsc_config.{flag}` must be a string, boolean or number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn parses_gvisor_runsc_toml() {
+        let cfg = ShimConfig::parse(
+            r#"
+            # comment
+            binary_name = "/usr/local/bin/runsc"
+            root = "/run/containerd/runsc"
+            log_level = "debug"
+            log_path = "/var/log/runsc/%ID%/shim.log"
+            grouping = false
+            io_uid = 1000
+            io_gid = 1001
+            shim_cgroup = ""
+            [runsc_config]
+              debug = "true"
+              debug-log = "/var/log/runsc/%ID%/"
+              network = "none"
+              overlay2 = true
+              watchdog-action = 1
+            "#,
+            Source::File("/etc/containerd/runsc.toml".into()),
+        )
+        .unwrap();
+        assert_eq!(cfg.binary_name, "/usr/local/bin/runsc");
+        assert_eq!(cfg.log_level.as_deref(), Some("debug"));
+        assert!(!cfg.grouping);
+        assert_eq!((cfg.io_uid, cfg.io_gid), (1000, 1001));
+        assert_eq!(
+            cfg.runsc_config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            ["debug=true", "debug-log=/var/log/runsc/%ID%/", "network=none", "overlay2=true", "watchdog-action=1"]
+        );
+        assert!(cfg.unknown_keys.is_empty());
+        assert_eq!(cfg.runsc_root("k8s.io"), PathBuf::from("/run/containerd/runsc/k8s.io"));
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = ShimConfig::parse("", Source::Body).unwrap();
+        assert_eq!(cfg.binary_name, "runsc");
+        assert_eq!(cfg.root, PathBuf::from(DEFAULT_ROOT));
+        assert!(cfg.grouping);
+        assert!(cfg.runsc_config.is_empty());
+    }
+
+    #[test]
+    fn containerd_style_body_keys() {
+        let cfg = ShimConfig::parse(
+            "TypeUrl = \"io.containerd.runsc.v1.options\"\nBinaryName = \"/opt/runsc\"\nSystemdCgroup = true\n",
+            Source::Body,
+        )
+        .unwrap();
+        assert_eq!(cfg.binary_name, "/opt/runsc");
+        assert_eq!(cfg.unknown_keys, ["SystemdCgroup"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_collected_not_fatal() {
+        let cfg = ShimConfig::parse("frobnicate = 1\n[extra]\nx=1\n", Source::Body).unwrap();
+        assert_eq!(cfg.unknown_keys, ["extra", "frobnicate"]);
+    }
+
+    #[test]
+    fn malformed_toml_names_file_and_problem() {
+        let err = ShimConfig::parse("binary_name = \n", Source::File("/etc/x.toml".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid shim configuration \"/etc/x.toml\":"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        for (text, needle) in [
+            ("io_uid = \"x\"", "`io_uid` must be an integer"),
+            ("io_uid = -1", "`io_uid` must be an integer"),
+            ("grouping = \"yes\"", "`grouping` must be true or false"),
+            ("root = \"relative\"", "`root` must be an absolute path"),
+            ("log_level = \"loud\"", "`log_level` \"loud\" is not one of"),
+            ("runsc_config = 1", "`runsc_config` must be a table"),
+            ("[runsc_config]\n\"--x\" = \"1\"", "is not a runsc flag name"),
+            ("[runsc_config]\nx = [1]", "`runsc_config.x` must be"),
+            ("binary_name = \"\"", "must not be empty"),
+        ] {
+            let err = ShimConfig::parse(text, Source::Body).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let opts = RuntimeOptions { config_path: "/nonexistent/runsc.toml".into(), ..Default::default() };
+        let err = ShimConfig::load(Some(&opts)).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/runsc.toml") && err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn options_decoding() {
+        let opts = RuntimeOptions {
+            type_url: "io.containerd.runsc.v1.options".into(),
+            config_path: "/etc/containerd/runsc.toml".into(),
+            config_body: b"x = 1".to_vec(),
+        };
+        let bytes = opts.encode_to_vec();
+        assert_eq!(decode_options("runtimeoptions.v1.Options", &bytes).unwrap(), Some(opts.clone()));
+        assert_eq!(
+            decode_options("type.googleapis.com/runtimeoptions.v1.Options", &bytes).unwrap(),
+            Some(opts)
+        );
+        assert_eq!(decode_options("", &[]).unwrap(), None);
+        assert_eq!(decode_options("containerd.linux.runc.CreateOptions", &[8, 1]).unwrap(), None);
+        let err = decode_options("runtimeoptions.v1.Options", &[0xff, 0xff]).unwrap_err();
+        assert!(err.to_string().starts_with("malformed runtime options"), "{err}");
+    }
+
+    /// The derived message must match the .proto we ship (field names and numbers).
+    #[test]
+    fn derived_type_matches_proto_file() {
+        let proto = include_str!("../../../proto/runtimeoptions/v1/api.proto");
+        assert!(proto.contains("package runtimeoptions.v1;"));
+        assert!(proto.contains("string type_url = 1;"));
+        assert!(proto.contains("string config_path = 2;"));
+        assert!(proto.contains("bytes config_body = 3;"));
+        // Field 1, 2 (length-delimited) and 3 on the wire, in that order.
+        let bytes = RuntimeOptions {
+            type_url: "a".into(),
+            config_path: "b".into(),
+            config_body: b"c".to_vec(),
+        }
+        .encode_to_vec();
+        assert_eq!(bytes, [0x0a, 1, b'a', 0x12, 1, b'b', 0x1a, 1, b'c']);
+    }
+}

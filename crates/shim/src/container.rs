@@ -1,0 +1,99 @@
+//! A task: its runsc client, bundle, init process and execs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use runsc::Runsc;
+
+use crate::config::ShimConfig;
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::spec::ContainerKind;
+
+/// One task served by this shim.
+#[derive(Debug)]
+pub struct Container {
+    /// Task id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// How it relates to a sandbox.
+    pub kind: ContainerKind,
+    /// The id of the sandbox it runs in (its own id for a root container).
+    pub sandbox_id: String,
+    /// runsc, configured for this container (root, flags, log file in the bundle).
+    pub runsc: Runsc,
+    /// The configuration it was created with.
+    pub config: ShimConfig,
+    /// The rootfs this shim mounted (unmounted at delete), if any.
+    pub mounted_rootfs: Option<PathBuf>,
+    /// The init process.
+    pub init: Arc<Process>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+}
+
+impl Container {
+    /// A container whose init process is `init`.
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        kind: ContainerKind,
+        runsc: Runsc,
+        config: ShimConfig,
+        mounted_rootfs: Option<PathBuf>,
+        init: Process,
+    ) -> Container {
+        let sandbox_id = match &kind {
+            ContainerKind::PodContainer { sandbox_id } => sandbox_id.clone(),
+            _ => id.clone(),
+        };
+        Container {
+            id,
+            bundle,
+            kind,
+            sandbox_id,
+            runsc,
+            config,
+            mounted_rootfs,
+            init: Arc::new(init),
+            execs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The init process (empty `exec_id`) or an exec.
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs()
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} not found in task {}", self.id)))
+    }
+
+    /// Adds an exec; fails if the id is taken.
+    pub fn add_exec(&self, exec_id: &str, process: Process) -> Result<Arc<Process>> {
+        let mut execs = self.execs();
+        if execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!("exec {exec_id:?} already exists in task {}", self.id)));
+        }
+        let p = Arc::new(process);
+        execs.insert(exec_id.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    /// Removes an exec.
+    pub fn remove_exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        self.execs().remove(exec_id)
+    }
+
+    /// All execs.
+    pub fn exec_list(&self) -> Vec<Arc<Process>> {
+        self.execs().values().cloned().collect()
+    }
+}

@@ -1,0 +1,112 @@
+//! What the shim records in the bundle so that the `delete` command can clean up after a shim
+//! that is gone (killed, crashed, or simply already exited).
+//!
+//! `<bundle>/state.json` is written before anything else is created for a container. Unlike
+//! gVisor's shim, the runsc flags from `[runsc_config]` are recorded too, so cleanup runs runsc
+//! with the same `--root`, platform and so on as every other call.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// File name in the bundle.
+pub const STATE_FILE: &str = "state.json";
+
+/// The recorded state of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// The rootfs the shim mounts (and must unmount).
+    pub rootfs: Option<PathBuf>,
+    /// The runsc binary.
+    pub binary: String,
+    /// The effective runsc root (already including the namespace).
+    pub runsc_root: PathBuf,
+    /// Global runsc flags.
+    #[serde(default)]
+    pub runsc_flags: BTreeMap<String, String>,
+    /// The sandbox the container runs in.
+    pub sandbox_id: String,
+}
+
+impl PersistedState {
+    /// Writes `<bundle>/state.json` (atomically).
+    pub fn save(&self, bundle: &Path) -> Result<()> {
+        let path = bundle.join(STATE_FILE);
+        let tmp = bundle.join(".state.json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::io("encode state", e.into()))?;
+        std::fs::write(&tmp, json).context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).context(|| format!("write {}", path.display()))
+    }
+
+    /// Reads `<bundle>/state.json`; `None` if there is none.
+    pub fn load(bundle: &Path) -> Result<Option<PersistedState>> {
+        let path = bundle.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::InvalidArgument(format!("corrupt shim state {}: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+}
+
+/// Result of a cleanup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Exit status to report (137: the task was killed).
+    pub exit_status: u32,
+}
+
+/// How long the whole cleanup may take (containerd gives the `delete` command 5 s).
+const CLEANUP_RUNSC_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Cleans up container `id` of `bundle` whatever state it is in: deletes it from runsc
+/// (killing its sandbox if it is the root container and still running) and unmounts the
+/// rootfs. Idempotent; a container that is already gone is fine. containerd runs this after
+/// every task delete, not only after a shim was lost.
+pub async fn cleanup(bundle: &Path, id: &str, spawner: std::sync::Arc<dyn runsc::Spawner>) -> Result<Cleaned> {
+    crate::ids::validate("container id", id)?;
+    let state = PersistedState::load(bundle)?;
+    if let Some(state) = &state {
+        let mut opts = runsc::GlobalOpts::new(&state.binary, &state.runsc_root);
+        opts.flags = state.runsc_flags.clone();
+        opts.timeout = CLEANUP_RUNSC_TIMEOUT;
+        let runsc = runsc::Runsc::new(opts, spawner).with_log(bundle.join("log.json"));
+        if let Err(e) = runsc.delete(id, runsc::DeleteOpts { force: true }).await {
+            if !matches!(e.kind(), runsc::FailureKind::NotFound) {
+                tracing::warn!(error = %e, "runsc delete during cleanup failed");
+            }
+        }
+    }
+    let rootfs = state.and_then(|s| s.rootfs).unwrap_or_else(|| bundle.join("rootfs"));
+    crate::mount::unmount_all(&rootfs)?;
+    Ok(Cleaned { exit_status: 128 + libc::SIGKILL as u32 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(PersistedState::load(dir.path()).unwrap(), None);
+        let s = PersistedState {
+            rootfs: Some(dir.path().join("rootfs")),
+            binary: "runsc".into(),
+            runsc_root: "/run/containerd/runsc/default".into(),
+            runsc_flags: [("network".to_string(), "none".to_string())].into(),
+            sandbox_id: "c1".into(),
+        };
+        s.save(dir.path()).unwrap();
+        assert_eq!(PersistedState::load(dir.path()).unwrap(), Some(s));
+        std::fs::write(dir.path().join(STATE_FILE), b"{garbage").unwrap();
+        let err = PersistedState::load(dir.path()).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt shim state"), "{err}");
+    }
+}

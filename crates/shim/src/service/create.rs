@@ -1,0 +1,348 @@
+//! Create: from a bundle to a created runsc container.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runsc::{CreateOpts, DeleteOpts, GlobalOpts, Runsc, StdioFds};
+
+use super::{Inner, Service, read_pid};
+use crate::config::{self, ShimConfig, Source};
+use crate::container::Container;
+use crate::error::{Error, IoContext, Result};
+use crate::events::Event;
+use crate::io::{ConsoleSocket, IoOwner, ProcessIo, StdioConfig};
+use crate::mount::{self, Mount};
+use crate::persist::PersistedState;
+use crate::process::Process;
+use crate::spec::{BundleSpec, ContainerKind};
+
+/// How long runsc may take to hand over the terminal after `create` returned.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// runsc flags naming files or directories, in which `%ID%` is replaced by the sandbox id.
+/// runsc does this itself only since 2026; the builds deployed today do not.
+const PATH_FLAGS: [&str; 9] = [
+    "log",
+    "panic-log",
+    "debug-log",
+    "coverage-report",
+    "profile-block",
+    "profile-cpu",
+    "profile-heap",
+    "profile-mutex",
+    "trace",
+];
+
+/// A Create request.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// Task id.
+    pub id: String,
+    /// Bundle directory (holds `config.json`).
+    pub bundle: PathBuf,
+    /// Rootfs mounts (may be empty when the bundle has its rootfs already).
+    pub rootfs: Vec<Mount>,
+    /// The requested stdio.
+    pub stdio: StdioConfig,
+    /// Runtime options as sent (`type_url`, bytes), if any.
+    pub options: Option<(String, Vec<u8>)>,
+}
+
+/// What must be undone if create fails half way.
+#[derive(Default)]
+struct Undo {
+    state_file: Option<PathBuf>,
+    rootfs: Option<PathBuf>,
+    io: Option<ProcessIo>,
+    runsc: Option<(Runsc, String)>,
+}
+
+impl Undo {
+    async fn run(mut self) {
+        if let Some((runsc, id)) = self.runsc.take() {
+            if let Err(e) = runsc.delete(&id, DeleteOpts { force: true }).await {
+                tracing::warn!(error = %e, "rollback: runsc delete failed");
+            }
+        }
+        if let Some(mut io) = self.io.take() {
+            io.close().await;
+        }
+        if let Some(rootfs) = self.rootfs.take() {
+            if let Err(e) = mount::unmount_all(&rootfs) {
+                tracing::warn!(error = %e.chain(), "rollback: unmount failed");
+            }
+        }
+        if let Some(f) = self.state_file.take() {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Finds the runsc binary: a path is checked, a name is looked up in `PATH`.
+fn resolve_binary(cfg: &ShimConfig) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = &cfg.binary_name;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let found = if name.contains('/') {
+        Some(PathBuf::from(name)).filter(|p| executable(p))
+    } else {
+        std::env::var_os("PATH")
+            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+            .to_string_lossy()
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(name))
+            .find(|p| executable(p))
+    };
+    found.ok_or_else(|| Error::Config {
+        path: source_label(cfg),
+        message: format!("runsc binary {name:?} not found or not executable (set `binary_name`)"),
+    })
+}
+
+fn source_label(cfg: &ShimConfig) -> PathBuf {
+    match &cfg.source {
+        Source::File(p) => p.clone(),
+        Source::Body => PathBuf::from("<containerd runtime options config_body>"),
+        Source::Defaults => PathBuf::from("<defaults>"),
+    }
+}
+
+/// `[runsc_config]` with `%ID%` replaced in path flags, and their directories created.
+fn runsc_flags(cfg: &ShimConfig, sandbox_id: &str) -> BTreeMap<String, String> {
+    let mut flags = cfg.runsc_config.clone();
+    for (key, value) in flags.iter_mut() {
+        if !PATH_FLAGS.contains(&key.as_str()) || value.is_empty() {
+            continue;
+        }
+        *value = value.replace("%ID%", sandbox_id);
+        let dir = if value.ends_with('/') { Some(Path::new(value.as_str())) } else { Path::new(value.as_str()).parent() };
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(flag = %key, dir = %dir.display(), error = %e, "cannot create runsc log directory");
+            }
+        }
+    }
+    flags
+}
+
+impl Service {
+    /// Create: mounts the rootfs, prepares stdio and runs `runsc create`. On any failure
+    /// everything done so far is undone: no sandbox, mount, FIFO handle or file is left.
+    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+        crate::ids::validate("container id", &req.id)?;
+        let inner = &self.inner;
+        {
+            let table = inner.table();
+            let mut creating = inner.creating();
+            if table.contains_key(&req.id) || !creating.insert(req.id.clone()) {
+                return Err(Error::AlreadyExists(format!("task {:?} already exists", req.id)));
+            }
+        }
+        let mut undo = Undo::default();
+        let result = inner.create(&req, &mut undo).await;
+        let result = match result {
+            Ok(container) => {
+                let pid = container.init.snapshot().pid;
+                inner.table().insert(req.id.clone(), container);
+                inner.publish(Event::Create {
+                    container_id: req.id.clone(),
+                    bundle: req.bundle.display().to_string(),
+                    rootfs: req.rootfs.clone(),
+                    stdio: req.stdio.clone(),
+                    pid,
+                });
+                Ok(pid)
+            }
+            Err(e) => {
+                undo.run().await;
+                Err(e)
+            }
+        };
+        inner.creating().remove(&req.id);
+        result
+    }
+}
+
+impl Inner {
+    async fn create(self: &Arc<Self>, req: &CreateRequest, undo: &mut Undo) -> Result<Arc<Container>> {
+        let options = match &req.options {
+            Some((type_url, value)) => config::decode_options(type_url, value)?,
+            None => None,
+        };
+        let cfg = ShimConfig::load(options.as_ref())?;
+        if !cfg.unknown_keys.is_empty() {
+            tracing::warn!(
+                config = %source_label(&cfg).display(),
+                keys = ?cfg.unknown_keys,
+                "ignoring unknown configuration keys"
+            );
+        }
+        let spec = BundleSpec::read(&req.bundle)?;
+        if spec.terminal != req.stdio.terminal {
+            return Err(Error::InvalidArgument(format!(
+                "the request asks for terminal={} but config.json has process.terminal={}",
+                req.stdio.terminal, spec.terminal
+            )));
+        }
+        let kind = spec.kind();
+        let sandbox_id = match &kind {
+            ContainerKind::PodContainer { sandbox_id } => sandbox_id.clone(),
+            _ => req.id.clone(),
+        };
+        let binary = resolve_binary(&cfg)?;
+        let runsc_root = cfg.runsc_root(&self.namespace);
+        ensure_dir(&runsc_root).map_err(|e| Error::Config {
+            path: source_label(&cfg),
+            message: format!("runsc root {} is not usable: {}", runsc_root.display(), e.chain()),
+        })?;
+        let flags = runsc_flags(&cfg, &sandbox_id);
+
+        let rootfs = (!req.rootfs.is_empty()).then(|| req.bundle.join("rootfs"));
+        let state_path = req.bundle.join(crate::persist::STATE_FILE);
+        PersistedState {
+            rootfs: rootfs.clone(),
+            binary: binary.display().to_string(),
+            runsc_root: runsc_root.clone(),
+            runsc_flags: flags.clone(),
+            sandbox_id: sandbox_id.clone(),
+        }
+        .save(&req.bundle)?;
+        undo.state_file = Some(state_path);
+
+        if let Some(rootfs) = &rootfs {
+            mount_rootfs(req.rootfs.clone(), rootfs.clone()).await?;
+            undo.rootfs = Some(rootfs.clone());
+        }
+        if !spec.root.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "container rootfs {} does not exist or is not a directory",
+                spec.root.display()
+            )));
+        }
+
+        let mut opts = GlobalOpts::new(binary, runsc_root);
+        opts.flags = flags;
+        let runsc = Runsc::new(opts, self.spawner.clone()).with_log(req.bundle.join("log.json"));
+
+        let owner = IoOwner { namespace: &self.namespace, id: &req.id, uid: cfg.io_uid, gid: cfg.io_gid };
+        let mut io = ProcessIo::open(&req.stdio, owner, &self.reaper).await?;
+        let console_socket = if req.stdio.terminal { Some(ConsoleSocket::new()?) } else { None };
+        let pid_file = req.bundle.join("init.pid");
+        let create_opts = CreateOpts {
+            pid_file: Some(pid_file.clone()),
+            console_socket: console_socket.as_ref().map(|s| s.path().to_path_buf()),
+            user_log: None,
+        };
+        // runsc gives the root container of a sandbox the stdio of `runsc create`; a later
+        // container of a pod gets the stdio of `runsc start`.
+        let create_stdio = if kind.is_root() { io.take_process_side() } else { StdioFds::default() };
+        let since = Instant::now();
+        let created = runsc.create(&req.id, &req.bundle, &create_opts, create_stdio).await;
+        // Whatever happened, runsc may have left a container behind.
+        undo.runsc = Some((runsc.clone(), req.id.clone()));
+        undo.io = Some(io);
+        created.map_err(|e| Error::runsc(format!("create task {}", req.id), e))?;
+
+        if let Some(socket) = &console_socket {
+            let console = socket.receive(CONSOLE_TIMEOUT).await?;
+            if let Some(io) = undo.io.as_mut() {
+                io.attach_console(console);
+            }
+        }
+        drop(console_socket);
+        let pid = read_pid(&pid_file)?;
+
+        let init = Process::new(None, req.stdio.clone());
+        init.state().pid = pid as u32;
+        if let Some(console) = undo.io.as_ref().and_then(|io| io.console().cloned()) {
+            init.set_console(console);
+        }
+        *init.io.lock().await = undo.io.take();
+        let container = Arc::new(Container::new(
+            req.id.clone(),
+            req.bundle.clone(),
+            kind.clone(),
+            runsc,
+            cfg,
+            rootfs,
+            init,
+        ));
+        if kind.is_root() {
+            // The sandbox exits with the root container's status (a signal inside the sandbox
+            // arrives as 128+N): no helper process is needed to learn it.
+            let exit = self.reaper.watch(pid, since);
+            self.watch_exit(container.clone(), container.init.clone(), exit);
+        }
+        // Success: nothing to undo.
+        undo.runsc = None;
+        undo.rootfs = None;
+        undo.state_file = None;
+        Ok(container)
+    }
+}
+
+fn ensure_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(path)
+        .context(|| format!("create {}", path.display()))?;
+    // Writable by us? runsc creates its state files here.
+    let probe = path.join(".runsc-shim-probe");
+    std::fs::write(&probe, b"").context(|| format!("write to {}", path.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+async fn mount_rootfs(mounts: Vec<Mount>, rootfs: PathBuf) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&rootfs)
+            .context(|| format!("create {}", rootfs.display()))?;
+        mount::mount_rootfs(&mounts, &rootfs)
+    })
+    .await
+    .map_err(|e| Error::io("mount rootfs", std::io::Error::other(e)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_substitution_in_path_flags_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ShimConfig::default();
+        let d = dir.path().display();
+        cfg.runsc_config.insert("debug-log".into(), format!("{d}/%ID%/"));
+        cfg.runsc_config.insert("panic-log".into(), format!("{d}/p/%ID%.log"));
+        cfg.runsc_config.insert("network".into(), "%ID%".into());
+        let flags = runsc_flags(&cfg, "sb1");
+        assert_eq!(flags["debug-log"], format!("{d}/sb1/"));
+        assert_eq!(flags["panic-log"], format!("{d}/p/sb1.log"));
+        assert_eq!(flags["network"], "%ID%");
+        assert!(dir.path().join("sb1").is_dir());
+        assert!(dir.path().join("p").is_dir());
+    }
+
+    #[test]
+    fn binary_resolution_names_the_config() {
+        let cfg = ShimConfig {
+            binary_name: "definitely-not-a-runsc".into(),
+            source: Source::File("/etc/containerd/runsc.toml".into()),
+            ..ShimConfig::default()
+        };
+        let err = resolve_binary(&cfg).unwrap_err().to_string();
+        assert!(err.contains("/etc/containerd/runsc.toml"), "{err}");
+        assert!(err.contains("definitely-not-a-runsc"), "{err}");
+        let sh = ShimConfig { binary_name: "sh".into(), ..ShimConfig::default() };
+        assert!(resolve_binary(&sh).unwrap().ends_with("sh"));
+    }
+}

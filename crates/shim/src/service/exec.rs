@@ -1,0 +1,184 @@
+//! Exec: adding, starting and deleting extra processes in a running container.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runsc::ExecOpts;
+
+use super::{Deleted, Inner, Service, exec_files, read_pid};
+use crate::container::Container;
+use crate::error::{Error, IoContext, Result};
+use crate::events::Event;
+use crate::io::{ConsoleSocket, IoOwner, ProcessIo, StdioConfig};
+use crate::process::{Process, Status};
+
+/// How long runsc may take to hand over an exec's terminal after `runsc exec` returned.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An Exec request.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// Task id.
+    pub id: String,
+    /// New exec id.
+    pub exec_id: String,
+    /// Its stdio.
+    pub stdio: StdioConfig,
+    /// The OCI process spec, JSON.
+    pub spec: Vec<u8>,
+}
+
+impl Service {
+    /// Exec: registers a process to be started later (by `start` with its exec id).
+    pub async fn exec(&self, req: ExecRequest) -> Result<()> {
+        crate::ids::validate("exec id", &req.exec_id)?;
+        let c = self.inner.container(&req.id)?;
+        match c.init.snapshot().status {
+            Status::Running | Status::Paused => {}
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot exec in task {}: it is {s:?}",
+                    req.id
+                )));
+            }
+        }
+        let mut spec: serde_json::Value = serde_json::from_slice(&req.spec)
+            .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+        let parsed: oci_spec::runtime::Process = serde_json::from_value(spec.clone())
+            .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+        if parsed.args().as_ref().is_none_or(Vec::is_empty) {
+            return Err(Error::InvalidArgument("invalid exec process spec: `args` is empty".into()));
+        }
+        // The request decides whether there is a terminal (containerd's shims do the same).
+        spec["terminal"] = serde_json::Value::Bool(req.stdio.terminal);
+        c.add_exec(&req.exec_id, Process::new_exec(req.exec_id.clone(), req.stdio.clone(), spec))?;
+        self.inner.publish(Event::ExecAdded { container_id: req.id, exec_id: req.exec_id });
+        Ok(())
+    }
+}
+
+impl Inner {
+    pub(super) async fn start_exec(self: &Arc<Self>, c: &Arc<Container>, exec_id: &str) -> Result<u32> {
+        let p = c.process(exec_id)?;
+        let _lifecycle = p.lifecycle.lock().await;
+        let status = p.snapshot().status;
+        if status != Status::Created {
+            return Err(Error::FailedPrecondition(format!("cannot start exec {exec_id}: it is {status:?}")));
+        }
+        if c.init.snapshot().status != Status::Running {
+            return Err(Error::FailedPrecondition(format!("cannot start exec {exec_id}: task {} is not running", c.id)));
+        }
+        let spec = p
+            .spec()
+            .ok_or_else(|| Error::FailedPrecondition(format!("exec {exec_id} has no process spec")))?;
+        let (spec_file, pid_file, ipid_file) = exec_files(&c.bundle, exec_id);
+        let result = self.run_exec(c, &p, exec_id, &spec, &spec_file, &pid_file, &ipid_file).await;
+        for f in [&spec_file, &pid_file, &ipid_file] {
+            let _ = std::fs::remove_file(f);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "private helper of start_exec")]
+    async fn run_exec(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        p: &Arc<Process>,
+        exec_id: &str,
+        spec: &serde_json::Value,
+        spec_file: &std::path::Path,
+        pid_file: &std::path::Path,
+        ipid_file: &std::path::Path,
+    ) -> Result<u32> {
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(spec_file)
+                .context(|| format!("write {}", spec_file.display()))?;
+            serde_json::to_writer(&mut f, spec)
+                .map_err(|e| Error::io(format!("write {}", spec_file.display()), e.into()))?;
+        }
+        let owner = IoOwner {
+            namespace: &self.namespace,
+            id: exec_id,
+            uid: c.config.io_uid,
+            gid: c.config.io_gid,
+        };
+        let mut io = ProcessIo::open(&p.stdio, owner, &self.reaper).await?;
+        let console_socket = if p.stdio.terminal { Some(ConsoleSocket::new()?) } else { None };
+        let opts = ExecOpts {
+            process: spec_file.to_path_buf(),
+            pid_file: pid_file.to_path_buf(),
+            internal_pid_file: ipid_file.to_path_buf(),
+            console_socket: console_socket.as_ref().map(|s| s.path().to_path_buf()),
+        };
+        let since = Instant::now();
+        let run = c.runsc.exec(&c.id, &opts, io.take_process_side()).await;
+        if let Err(e) = run {
+            io.close().await;
+            return Err(Error::runsc(format!("start exec {exec_id} in task {}", c.id), e));
+        }
+        let pids = read_pid(pid_file).and_then(|pid| Ok((pid, read_pid(ipid_file)?)));
+        let (pid, internal) = match pids {
+            Ok(p) => p,
+            Err(e) => {
+                io.close().await;
+                return Err(e);
+            }
+        };
+        // From here the process runs: its exit must be recorded whatever else fails.
+        let exit = self.reaper.watch(pid, since);
+        if let Some(socket) = &console_socket {
+            match socket.receive(CONSOLE_TIMEOUT).await {
+                Ok(console) => {
+                    p.set_console(console.clone());
+                    io.attach_console(console);
+                }
+                Err(e) => tracing::warn!(exec_id, error = %e.chain(), "exec terminal not received"),
+            }
+        }
+        *p.io.lock().await = Some(io);
+        {
+            let mut st = p.state();
+            st.pid = pid as u32;
+            st.internal_pid = Some(internal);
+            st.transition(Status::Running)?;
+        }
+        self.publish(Event::ExecStarted {
+            container_id: c.id.clone(),
+            exec_id: exec_id.to_owned(),
+            pid: pid as u32,
+        });
+        self.watch_exit(c.clone(), p.clone(), exit);
+        Ok(pid as u32)
+    }
+
+    pub(super) async fn delete_exec(&self, c: &Container, exec_id: &str) -> Result<Deleted> {
+        let p = c.process(exec_id)?;
+        let _lifecycle = p.lifecycle.lock().await;
+        let st = p.snapshot();
+        match st.status {
+            Status::Running | Status::Paused => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot delete exec {exec_id} while it is running"
+                )));
+            }
+            Status::Deleted => return Err(Error::NotFound(format!("exec {exec_id:?} not found"))),
+            Status::Created | Status::Stopped => {}
+        }
+        if let Some(io) = p.io.lock().await.as_mut() {
+            io.close().await;
+        }
+        p.state().transition(Status::Deleted)?;
+        c.remove_exec(exec_id);
+        Ok(Deleted {
+            pid: st.pid,
+            exit_status: st.exit.map_or(0, |e| e.status),
+            exited_at: st.exit.map(|e| e.at),
+        })
+    }
+}

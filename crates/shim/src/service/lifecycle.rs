@@ -1,0 +1,225 @@
+//! Start, Kill, Delete, Wait and exit handling.
+
+use std::sync::Arc;
+
+use runsc::{DeleteOpts, ExitStatus, FailureKind, KillOpts, StdioFds};
+use tokio::sync::oneshot;
+
+use super::{Deleted, Inner, Service, ignored_by_default, validate_signal};
+use crate::container::Container;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::process::{Exit, Process, Status};
+
+impl Service {
+    /// Start the init process (empty `exec_id`) or an exec.
+    pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let c = self.inner.container(id)?;
+        if !exec_id.is_empty() {
+            return self.inner.start_exec(&c, exec_id).await;
+        }
+        let p = c.init.clone();
+        let _lifecycle = p.lifecycle.lock().await;
+        let status = p.snapshot().status;
+        if status != Status::Created {
+            return Err(Error::FailedPrecondition(format!("cannot start task {id}: it is {status:?}")));
+        }
+        let stdio = if c.kind.is_root() {
+            StdioFds::default()
+        } else {
+            p.io.lock().await.as_mut().map(|io| io.take_process_side()).unwrap_or_default()
+        };
+        c.runsc.start(id, stdio).await.map_err(|e| Error::runsc(format!("start task {id}"), e))?;
+        let pid = {
+            let mut st = p.state();
+            st.transition(Status::Running)?;
+            st.pid
+        };
+        self.inner.publish(Event::Start { container_id: id.to_owned(), pid });
+        if !c.kind.is_root() {
+            self.inner.watch_sub_container(c.clone());
+        }
+        Ok(pid)
+    }
+
+    /// Kill: sends `signal` to the process (`all`: every process of the container).
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        validate_signal(signal)?;
+        let c = self.inner.container(id)?;
+        let p = c.process(exec_id)?;
+        let _lifecycle = p.lifecycle.lock().await;
+        let st = p.snapshot();
+        let already = || Error::NotFound("process already finished".into());
+        match (st.status, exec_id.is_empty()) {
+            (Status::Stopped | Status::Deleted, _) => Err(already()),
+            (Status::Created, false) => {
+                Err(Error::FailedPrecondition(format!("exec {exec_id} has not been started")))
+            }
+            (Status::Created, true) => {
+                // runsc refuses to signal a created container; runc would deliver the signal
+                // to the waiting init, which dies of it. Do the same: remove the container
+                // and report it killed by the signal.
+                if ignored_by_default(signal) {
+                    return Ok(());
+                }
+                c.runsc
+                    .delete(id, DeleteOpts { force: true })
+                    .await
+                    .map_err(|e| Error::runsc(format!("kill created task {id}"), e))?;
+                self.inner.finish(&c, &p, 128 + signal).await;
+                Ok(())
+            }
+            (Status::Running | Status::Paused, false) => {
+                let internal = st.internal_pid.ok_or_else(already)?;
+                let opts = KillOpts { all: false, pid: Some(internal) };
+                c.runsc.kill(id, signal, opts).await.map_err(|e| match e.kind() {
+                    FailureKind::NotRunning | FailureKind::NotFound => already(),
+                    _ => Error::runsc(format!("kill exec {exec_id} of task {id}"), e),
+                })
+            }
+            (Status::Running | Status::Paused, true) => {
+                if st.status == Status::Paused {
+                    // runsc signals only running containers. SIGKILL must work on a paused
+                    // container (containerd kills paused tasks that way), so resume first.
+                    if signal != libc::SIGKILL as u32 {
+                        return Err(Error::FailedPrecondition(format!(
+                            "task {id} is paused: only SIGKILL can be delivered"
+                        )));
+                    }
+                    c.runsc.resume(id).await.map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
+                    p.state().transition(Status::Running)?;
+                    self.inner.publish(Event::Resumed { container_id: id.to_owned() });
+                }
+                c.runsc.kill(id, signal, KillOpts { all, pid: None }).await.map_err(|e| match e.kind() {
+                    FailureKind::NotRunning | FailureKind::NotFound => already(),
+                    _ => Error::runsc(format!("kill task {id}"), e),
+                })
+            }
+        }
+    }
+
+    /// Wait: until the process exits.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
+        let p = self.inner.container(id)?.process(exec_id)?;
+        Ok(p.wait().await)
+    }
+
+    /// Delete: removes a stopped (or never started) process. Deleting the init process
+    /// removes the task: the runsc container, its stdio and its rootfs mount.
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<Deleted> {
+        let c = self.inner.container(id)?;
+        if !exec_id.is_empty() {
+            return self.inner.delete_exec(&c, exec_id).await;
+        }
+        let p = c.init.clone();
+        let _lifecycle = p.lifecycle.lock().await;
+        match p.snapshot().status {
+            Status::Running | Status::Paused => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot delete task {id} while it is running; kill it first"
+                )));
+            }
+            Status::Deleted => return Err(Error::NotFound(format!("task {id:?} not found"))),
+            Status::Created => {
+                c.runsc
+                    .delete(id, DeleteOpts { force: true })
+                    .await
+                    .map_err(|e| Error::runsc(format!("delete task {id}"), e))?;
+                self.inner.finish(&c, &p, 128 + libc::SIGKILL as u32).await;
+            }
+            Status::Stopped => {}
+        }
+        if let Err(e) = c.runsc.delete(id, DeleteOpts { force: true }).await {
+            if e.kind() != FailureKind::NotFound {
+                return Err(Error::runsc(format!("delete task {id}"), e));
+            }
+        }
+        for exec in c.exec_list() {
+            if let Some(io) = exec.io.lock().await.as_mut() {
+                io.close().await;
+            }
+        }
+        if let Some(io) = p.io.lock().await.as_mut() {
+            io.close().await;
+        }
+        if let Some(rootfs) = &c.mounted_rootfs {
+            crate::mount::unmount_all(rootfs)?;
+        }
+        let st = {
+            let mut st = p.state();
+            st.transition(Status::Deleted)?;
+            st.clone()
+        };
+        self.inner.table().remove(id);
+        let exit = st.exit.unwrap_or(Exit { status: 0, at: std::time::SystemTime::now() });
+        self.inner.publish(Event::Delete {
+            container_id: id.to_owned(),
+            pid: st.pid,
+            exit_status: exit.status,
+            exited_at: exit.at,
+        });
+        Ok(Deleted { pid: st.pid, exit_status: exit.status, exited_at: Some(exit.at) })
+    }
+}
+
+impl Inner {
+    /// Records the exit of `p` once its status arrives.
+    pub(super) fn watch_exit(
+        self: &Arc<Self>,
+        c: Arc<Container>,
+        p: Arc<Process>,
+        exit: oneshot::Receiver<ExitStatus>,
+    ) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let status = match exit.await {
+                Ok(status) => status.code(),
+                Err(_) => 255,
+            };
+            // Deliver the output first, without holding the lifecycle lock.
+            if let Some(io) = p.io.lock().await.as_mut() {
+                io.drain().await;
+            }
+            let _lifecycle = p.lifecycle.lock().await;
+            inner.finish(&c, &p, status).await;
+        });
+    }
+
+    /// Learns the exit of a later container of a pod through `runsc wait`.
+    pub(super) fn watch_sub_container(self: &Arc<Self>, c: Arc<Container>) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let status = match c.runsc.wait(&c.id).await {
+                Ok(r) => r.exit_status,
+                Err(e) => {
+                    tracing::warn!(id = %c.id, error = %e, "runsc wait failed");
+                    128 + libc::SIGKILL as u32
+                }
+            };
+            let p = c.init.clone();
+            if let Some(io) = p.io.lock().await.as_mut() {
+                io.drain().await;
+            }
+            let _lifecycle = p.lifecycle.lock().await;
+            inner.finish(&c, &p, status).await;
+        });
+    }
+
+    /// Records an exit and publishes TaskExit (once). The caller holds the lifecycle lock.
+    pub(super) async fn finish(&self, c: &Container, p: &Process, status: u32) {
+        if let Some(io) = p.io.lock().await.as_mut() {
+            io.drain().await;
+        }
+        let pid = p.snapshot().pid;
+        if let Some(exit) = p.set_exited(status) {
+            tracing::info!(id = %c.id, exec_id = p.exec_id.as_deref().unwrap_or(""), status, "process exited");
+            self.publish(Event::Exit {
+                container_id: c.id.clone(),
+                id: Self::process_id(c, p),
+                pid,
+                exit_status: exit.status,
+                exited_at: exit.at,
+            });
+        }
+    }
+}
