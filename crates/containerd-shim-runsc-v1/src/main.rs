@@ -1,1 +1,73 @@
-fn main() {}
+//! `containerd-shim-runsc-v1`: the containerd runtime v2 shim for gVisor.
+//!
+//! containerd runs this binary three ways (docs/runtime-v2.md):
+//! - `start`: start (or find) the long-running shim for the task and print its address;
+//! - `delete`: clean up after a task whose shim is gone;
+//! - with no action: serve the Task API (the process `start` spawned).
+
+mod convert;
+mod delete;
+mod errors;
+mod logging;
+mod publisher;
+mod serve;
+mod start;
+mod task;
+
+use std::process::ExitCode;
+
+/// The runtime name containerd knows this shim by.
+pub const RUNTIME_NAME: &str = "io.containerd.runsc.v1";
+/// Version, and the git revision it was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Git revision of the build.
+pub const REVISION: &str = env!("SHIM_GIT_REVISION");
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version") {
+        return print_version();
+    }
+    let flags = match containerd_shim::parse(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            #[allow(clippy::print_stderr, reason = "command line error")]
+            {
+                eprintln!("containerd-shim-runsc-v1: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if flags.version {
+        return print_version();
+    }
+    let result = match flags.action.as_str() {
+        "start" => start::run(&flags),
+        "delete" => delete::run(&flags),
+        "" if flags.info => start::info(),
+        "" => serve::run(&flags),
+        other => Err(anyhow::anyhow!("unknown action {other:?} (expected start or delete)")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // containerd shows a failed command's output in its error.
+            #[allow(clippy::print_stderr, reason = "the error report containerd reads")]
+            {
+                eprintln!("containerd-shim-runsc-v1: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_version() -> ExitCode {
+    #[allow(clippy::print_stdout, reason = "the -v output")]
+    {
+        println!("containerd-shim-runsc-v1:");
+        println!("  Runtime: {RUNTIME_NAME}");
+        println!("  Version: {VERSION}");
+        println!("  Revision: {REVISION}");
+    }
+    ExitCode::SUCCESS
+}

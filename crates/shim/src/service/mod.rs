@@ -93,6 +93,11 @@ impl Service {
         self.inner.table().len()
     }
 
+    /// The configuration task `id` was created with.
+    pub fn config_of(&self, id: &str) -> Option<crate::config::ShimConfig> {
+        self.inner.table().get(id).map(|c| c.config.clone())
+    }
+
     /// Connect: this shim's pid and the task's pid (0 for an unknown task).
     pub fn connect(&self, id: &str) -> (u32, u32) {
         let task_pid = self.inner.table().get(id).map_or(0, |c| c.init.snapshot().pid);
