@@ -1,0 +1,232 @@
+//! A private containerd: its own root, state, sockets and namespace, started by hand and
+//! stopped (with everything it ran) when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::versions::ContainerdBuild;
+
+/// Output of a command.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// Exit code (-1: killed).
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+impl Out {
+    /// Fails unless the command succeeded.
+    pub fn ok(self) -> Result<Out> {
+        if self.code != 0 {
+            bail!("exit code {}\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        }
+        Ok(self)
+    }
+}
+
+/// Runs a command with a deadline (`timeout -k`), capturing output.
+pub fn run(cmd: &mut Command, deadline: Duration) -> Result<Out> {
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+    let mut wrapped = Command::new("timeout");
+    wrapped.arg("-k").arg("5").arg(deadline.as_secs().max(1).to_string()).arg(&program).args(&args);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    let out = wrapped.stdin(Stdio::null()).output().with_context(|| format!("run {program:?}"))?;
+    Ok(Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// A running private containerd.
+#[derive(Debug)]
+pub struct Containerd {
+    /// Which build.
+    pub build: ContainerdBuild,
+    /// Its work directory.
+    pub work: PathBuf,
+    /// The namespace tests use.
+    pub namespace: String,
+    /// Directory put first on containerd's PATH (holds `containerd-shim-runsc-v1`).
+    pub bin_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// Extra configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Appended to the generated config (TOML, in the config version the build expects).
+    pub extra: String,
+    /// Run containerd inside this network namespace (`/run/netns/<name>`).
+    pub netns: Option<String>,
+}
+
+impl Containerd {
+    /// Starts containerd `build` in `work` with `shim` on its PATH as `containerd-shim-runsc-v1`.
+    pub fn start(build: &ContainerdBuild, work: &Path, shim: &Path, cfg: &Config) -> Result<Containerd> {
+        if !build.available() {
+            bail!("containerd {} not found at {} (run scripts/fetch-runtimes.sh)", build.name, build.containerd.display());
+        }
+        if !shim.is_file() {
+            bail!("shim binary {} not found (cargo build first)", shim.display());
+        }
+        std::fs::create_dir_all(work)?;
+        let bin_dir = work.join("bin");
+        std::fs::create_dir_all(&bin_dir)?;
+        let link = bin_dir.join("containerd-shim-runsc-v1");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(shim, &link)?;
+        // The build's own runc shim, for comparisons.
+        if let Some(dir) = build.containerd.parent() {
+            let runc_shim = dir.join("containerd-shim-runc-v2");
+            let l = bin_dir.join("containerd-shim-runc-v2");
+            let _ = std::fs::remove_file(&l);
+            if runc_shim.is_file() {
+                std::os::unix::fs::symlink(&runc_shim, &l)?;
+            }
+        }
+        let w = work.display();
+        let disabled = r#"disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]"#;
+        let config = format!(
+            "version = 2\nroot = \"{w}/root\"\nstate = \"{w}/state\"\n{disabled}\n\
+             [grpc]\n  address = \"{w}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{w}/containerd.sock.ttrpc\"\n\
+             [debug]\n  address = \"{w}/debug.sock\"\n  level = \"debug\"\n{}",
+            cfg.extra
+        );
+        std::fs::write(work.join("config.toml"), config)?;
+        let log = std::fs::File::create(work.join("containerd.log"))?;
+        let path = format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display());
+        let mut cmd = match &cfg.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(&build.containerd);
+                c
+            }
+            None => Command::new(&build.containerd),
+        };
+        cmd.arg("--config")
+            .arg(work.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().context("start containerd")?;
+        let mut c = Containerd {
+            build: build.clone(),
+            work: work.to_path_buf(),
+            namespace: "e2e".into(),
+            bin_dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if c.ctr(&["version"])?.code == 0 {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(work.join("containerd.log")).unwrap_or_default();
+                c.stop();
+                bail!("containerd {} did not come up:\n{}", build.name, tail(&log, 40));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// containerd's gRPC socket.
+    pub fn address(&self) -> PathBuf {
+        self.work.join("containerd.sock")
+    }
+
+    /// containerd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A `ctr` command for this containerd and namespace.
+    pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.build.ctr);
+        cmd.arg("--address").arg(self.address()).arg("-n").arg(&self.namespace).args(args);
+        cmd
+    }
+
+    /// Runs ctr (30 s deadline).
+    pub fn ctr(&self, args: &[&str]) -> Result<Out> {
+        run(&mut self.ctr_cmd(args), Duration::from_secs(30))
+    }
+
+    /// Runs ctr and requires success.
+    pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {
+        Ok(self.ctr(args)?.ok().with_context(|| format!("ctr {}", args.join(" ")))?.stdout)
+    }
+
+    /// Imports an image tarball.
+    pub fn import(&self, tarball: &Path) -> Result<()> {
+        let t = tarball.display().to_string();
+        self.ctr_ok(&["images", "import", &t])?;
+        Ok(())
+    }
+
+    /// The tail of containerd's log (for failure reports).
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&std::fs::read_to_string(self.work.join("containerd.log")).unwrap_or_default(), lines)
+    }
+
+    /// Removes every task and container, then stops containerd.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        if let Ok(out) = self.ctr(&["task", "ls", "-q"]) {
+            for id in out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+                let _ = self.ctr(&["task", "delete", "-f", id]);
+            }
+        }
+        if let Ok(out) = self.ctr(&["containers", "ls", "-q"]) {
+            for id in out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let _ = self.ctr(&["containers", "rm", id]);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) with a pid we own and a valid signal number.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

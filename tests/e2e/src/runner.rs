@@ -1,0 +1,69 @@
+//! A tiny test runner for suites that share expensive fixtures (a running containerd) and
+//! must clean up after themselves whatever happens.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// Collects scenario results.
+#[derive(Debug, Default)]
+pub struct Runner {
+    filters: Vec<String>,
+    results: Vec<(String, Result<(), String>, f64)>,
+}
+
+impl Runner {
+    /// Reads name filters from the command line (cargo test passes its own flags too).
+    pub fn from_args() -> Runner {
+        let filters = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+        Runner { filters, results: Vec::new() }
+    }
+
+    /// Whether `name` is selected.
+    pub fn selected(&self, name: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Runs one scenario (unless filtered out), catching panics.
+    pub fn run(&mut self, name: &str, f: impl FnOnce() -> anyhow::Result<()>) {
+        if !self.selected(name) {
+            return;
+        }
+        let start = Instant::now();
+        let result = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(p) => Err(p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into())),
+        };
+        let secs = start.elapsed().as_secs_f64();
+        match &result {
+            Ok(()) => println!("test {name} ... ok ({secs:.1}s)"),
+            Err(e) => println!("test {name} ... FAILED ({secs:.1}s)\n    {}", e.replace('\n', "\n    ")),
+        }
+        self.results.push((name.to_owned(), result, secs));
+    }
+
+    /// Records a failure not tied to a scenario (a fixture that could not start).
+    pub fn fail(&mut self, name: &str, why: String) {
+        println!("test {name} ... FAILED\n    {why}");
+        self.results.push((name.to_owned(), Err(why), 0.0));
+    }
+
+    /// Prints the summary; the process exit code.
+    pub fn finish(self) -> std::process::ExitCode {
+        let failed: Vec<_> = self.results.iter().filter(|r| r.1.is_err()).map(|r| r.0.clone()).collect();
+        println!(
+            "\ntest result: {}. {} passed; {} failed",
+            if failed.is_empty() { "ok" } else { "FAILED" },
+            self.results.len() - failed.len(),
+            failed.len()
+        );
+        for f in &failed {
+            println!("    failed: {f}");
+        }
+        if failed.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+    }
+}
