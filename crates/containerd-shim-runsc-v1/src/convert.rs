@@ -6,9 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::events::task as ev;
+use containerd_shim_protos::protobuf::MessageFull;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::MessageFull;
 use containerd_shim_protos::types::mount::Mount as PbMount;
 use runsc_shim::events::Event;
 use runsc_shim::mount::Mount;
@@ -16,7 +16,11 @@ use runsc_shim::mount::Mount;
 /// A protobuf timestamp.
 pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
 }
 
 /// Packs a message with containerd's type URL: the bare full name, no
@@ -31,7 +35,12 @@ pub(crate) fn any<M: MessageFull>(m: &M) -> Any {
 
 /// A containerd mount from the request.
 pub(crate) fn mount_from_pb(m: &PbMount) -> Mount {
-    Mount { kind: m.type_.clone(), source: m.source.clone(), target: m.target.clone(), options: m.options.clone() }
+    Mount {
+        kind: m.type_.clone(),
+        source: m.source.clone(),
+        target: m.target.clone(),
+        options: m.options.clone(),
+    }
 }
 
 fn mount_to_pb(m: &Mount) -> PbMount {
@@ -47,7 +56,13 @@ fn mount_to_pb(m: &Mount) -> PbMount {
 /// The event as containerd's message.
 pub(crate) fn event(e: &Event) -> Any {
     match e {
-        Event::Create { container_id, bundle, rootfs, stdio, pid } => any(&ev::TaskCreate {
+        Event::Create {
+            container_id,
+            bundle,
+            rootfs,
+            stdio,
+            pid,
+        } => any(&ev::TaskCreate {
             container_id: container_id.clone(),
             bundle: bundle.clone(),
             rootfs: rootfs.iter().map(mount_to_pb).collect(),
@@ -62,10 +77,18 @@ pub(crate) fn event(e: &Event) -> Any {
             pid: *pid,
             ..Default::default()
         }),
-        Event::Start { container_id, pid } => {
-            any(&ev::TaskStart { container_id: container_id.clone(), pid: *pid, ..Default::default() })
-        }
-        Event::Exit { container_id, id, pid, exit_status, exited_at } => any(&ev::TaskExit {
+        Event::Start { container_id, pid } => any(&ev::TaskStart {
+            container_id: container_id.clone(),
+            pid: *pid,
+            ..Default::default()
+        }),
+        Event::Exit {
+            container_id,
+            id,
+            pid,
+            exit_status,
+            exited_at,
+        } => any(&ev::TaskExit {
             container_id: container_id.clone(),
             id: id.clone(),
             pid: *pid,
@@ -73,31 +96,48 @@ pub(crate) fn event(e: &Event) -> Any {
             exited_at: Some(timestamp(*exited_at)).into(),
             ..Default::default()
         }),
-        Event::Delete { container_id, pid, exit_status, exited_at } => any(&ev::TaskDelete {
+        Event::Delete {
+            container_id,
+            pid,
+            exit_status,
+            exited_at,
+        } => any(&ev::TaskDelete {
             container_id: container_id.clone(),
             pid: *pid,
             exit_status: *exit_status,
             exited_at: Some(timestamp(*exited_at)).into(),
             ..Default::default()
         }),
-        Event::ExecAdded { container_id, exec_id } => any(&ev::TaskExecAdded {
+        Event::ExecAdded {
+            container_id,
+            exec_id,
+        } => any(&ev::TaskExecAdded {
             container_id: container_id.clone(),
             exec_id: exec_id.clone(),
             ..Default::default()
         }),
-        Event::ExecStarted { container_id, exec_id, pid } => any(&ev::TaskExecStarted {
+        Event::ExecStarted {
+            container_id,
+            exec_id,
+            pid,
+        } => any(&ev::TaskExecStarted {
             container_id: container_id.clone(),
             exec_id: exec_id.clone(),
             pid: *pid,
             ..Default::default()
         }),
-        Event::Paused { container_id } => {
-            any(&ev::TaskPaused { container_id: container_id.clone(), ..Default::default() })
-        }
-        Event::Resumed { container_id } => {
-            any(&ev::TaskResumed { container_id: container_id.clone(), ..Default::default() })
-        }
-        Event::Oom { container_id } => any(&ev::TaskOOM { container_id: container_id.clone(), ..Default::default() }),
+        Event::Paused { container_id } => any(&ev::TaskPaused {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        Event::Resumed { container_id } => any(&ev::TaskResumed {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
+        Event::Oom { container_id } => any(&ev::TaskOOM {
+            container_id: container_id.clone(),
+            ..Default::default()
+        }),
     }
 }
 
@@ -114,7 +154,11 @@ pub(crate) fn host_is_cgroup_v2() -> bool {
 
 /// Statistics as `io.containerd.cgroups.v1.Metrics` or `...v2.Metrics`.
 pub(crate) fn metrics(s: &runsc::Stats, cgroup_v2: bool) -> Any {
-    if cgroup_v2 { any(&metrics_v2(s)) } else { any(&metrics_v1(s)) }
+    if cgroup_v2 {
+        any(&metrics_v2(s))
+    } else {
+        any(&metrics_v1(s))
+    }
 }
 
 fn network<T: Default>(s: &runsc::Stats, f: impl Fn(&runsc::InterfaceStats) -> T) -> Vec<T> {
@@ -166,7 +210,12 @@ pub(crate) fn metrics_v1(s: &runsc::Stats) -> v1::Metrics {
             ..Default::default()
         })
         .into(),
-        pids: Some(v1::PidsStat { current: s.pids.current, limit: s.pids.limit, ..Default::default() }).into(),
+        pids: Some(v1::PidsStat {
+            current: s.pids.current,
+            limit: s.pids.limit,
+            ..Default::default()
+        })
+        .into(),
         network: network(s, |n| v1::NetworkStat {
             name: n.name.clone(),
             rx_bytes: n.rx_bytes,
@@ -210,7 +259,12 @@ pub(crate) fn metrics_v2(s: &runsc::Stats) -> v2::Metrics {
             ..Default::default()
         })
         .into(),
-        pids: Some(v2::PidsStat { current: s.pids.current, limit: s.pids.limit, ..Default::default() }).into(),
+        pids: Some(v2::PidsStat {
+            current: s.pids.current,
+            limit: s.pids.limit,
+            ..Default::default()
+        })
+        .into(),
         network: network(s, |n| v2::NetworkStat {
             name: n.name.clone(),
             rx_bytes: n.rx_bytes,
@@ -248,7 +302,10 @@ mod tests {
         assert_eq!(m.memory.usage.limit, 1073741824);
         assert_eq!(m.memory.cache, 7);
         assert_eq!(m.pids.current, 3);
-        assert_eq!((m.network[0].name.as_str(), m.network[0].rx_bytes), ("eth0", 10));
+        assert_eq!(
+            (m.network[0].name.as_str(), m.network[0].rx_bytes),
+            ("eth0", 10)
+        );
         let a = metrics(&sample(), false);
         assert_eq!(a.type_url, "io.containerd.cgroups.v1.Metrics");
     }
@@ -260,7 +317,10 @@ mod tests {
         assert_eq!(m.memory.usage, 2027520);
         assert_eq!(m.memory.usage_limit, 1073741824);
         assert_eq!(m.pids.current, 3);
-        assert_eq!(metrics(&sample(), true).type_url, "io.containerd.cgroups.v2.Metrics");
+        assert_eq!(
+            metrics(&sample(), true).type_url,
+            "io.containerd.cgroups.v2.Metrics"
+        );
     }
 
     #[test]
@@ -274,6 +334,9 @@ mod tests {
         });
         assert_eq!(e.type_url, "containerd.events.TaskExit");
         let exit = ev::TaskExit::parse_from_bytes(&e.value).unwrap();
-        assert_eq!((exit.id.as_str(), exit.exit_status, exit.exited_at.seconds), ("c", 7, 10));
+        assert_eq!(
+            (exit.id.as_str(), exit.exit_status, exit.exited_at.seconds),
+            ("c", 7, 10)
+        );
     }
 }

@@ -20,9 +20,15 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
     } else {
         flags.bundle.clone().into()
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let cleaned = rt
-        .block_on(runsc_shim::persist::cleanup(&bundle, &flags.id, Arc::new(runsc::TokioSpawner)))
+        .block_on(runsc_shim::persist::cleanup(
+            &bundle,
+            &flags.id,
+            Arc::new(runsc::TokioSpawner),
+        ))
         .map_err(|e| anyhow::anyhow!("cleanup of {}: {}", flags.id, e.chain()))?;
     let resp = DeleteResponse {
         pid: 0,

@@ -55,13 +55,36 @@ mod tests {
     #[test]
     fn every_variant_has_its_code_and_message() {
         let cases: Vec<(Error, Code, &str)> = vec![
-            (Error::NotFound("task \"x\" not found".into()), Code::NOT_FOUND, "task \"x\" not found"),
-            (Error::AlreadyExists("task \"x\" already exists".into()), Code::ALREADY_EXISTS, "already exists"),
-            (Error::InvalidArgument("invalid signal 99".into()), Code::INVALID_ARGUMENT, "invalid signal 99"),
-            (Error::FailedPrecondition("it is Created".into()), Code::FAILED_PRECONDITION, "it is Created"),
-            (Error::Unimplemented("no update".into()), Code::UNIMPLEMENTED, "no update"),
             (
-                Error::Config { path: "/etc/x.toml".into(), message: "line 1".into() },
+                Error::NotFound("task \"x\" not found".into()),
+                Code::NOT_FOUND,
+                "task \"x\" not found",
+            ),
+            (
+                Error::AlreadyExists("task \"x\" already exists".into()),
+                Code::ALREADY_EXISTS,
+                "already exists",
+            ),
+            (
+                Error::InvalidArgument("invalid signal 99".into()),
+                Code::INVALID_ARGUMENT,
+                "invalid signal 99",
+            ),
+            (
+                Error::FailedPrecondition("it is Created".into()),
+                Code::FAILED_PRECONDITION,
+                "it is Created",
+            ),
+            (
+                Error::Unimplemented("no update".into()),
+                Code::UNIMPLEMENTED,
+                "no update",
+            ),
+            (
+                Error::Config {
+                    path: "/etc/x.toml".into(),
+                    message: "line 1".into(),
+                },
                 Code::FAILED_PRECONDITION,
                 "invalid shim configuration \"/etc/x.toml\": line 1",
             ),
@@ -73,7 +96,10 @@ mod tests {
             (
                 Error::runsc(
                     "state",
-                    runsc::Error::Timeout { command: "state".into(), timeout: Duration::from_secs(60) },
+                    runsc::Error::Timeout {
+                        command: "state".into(),
+                        timeout: Duration::from_secs(60),
+                    },
                 ),
                 Code::DEADLINE_EXCEEDED,
                 "did not finish within 60s",
@@ -90,7 +116,10 @@ mod tests {
                 "cannot run runsc binary \"/opt/runsc\"",
             ),
             (
-                Error::io("open FIFO /x", std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+                Error::io(
+                    "open FIFO /x",
+                    std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+                ),
                 Code::UNKNOWN,
                 "open FIFO /x: permission denied",
             ),
@@ -99,7 +128,11 @@ mod tests {
             match to_ttrpc(&err) {
                 ttrpc::Error::RpcStatus(status) => {
                     assert_eq!(status.code(), want_code, "{err:?}");
-                    assert!(status.message.contains(want_msg), "{}: {want_msg}", status.message);
+                    assert!(
+                        status.message.contains(want_msg),
+                        "{}: {want_msg}",
+                        status.message
+                    );
                 }
                 other => panic!("not a status: {other:?}"),
             }

@@ -66,7 +66,12 @@ impl Sink {
             // Non-blocking: EAGAIN (nobody reading) or EPIPE drop the line.
             let _ = f.write_all(line);
         }
-        if let Some(f) = self.extra.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let Some(f) = self
+            .extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             let _ = f.write_all(line);
         }
     }
@@ -80,7 +85,9 @@ pub(crate) struct LogControl {
 
 impl std::fmt::Debug for LogControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogControl").field("level", &self.sink.level.load(Ordering::Relaxed)).finish()
+        f.debug_struct("LogControl")
+            .field("level", &self.sink.level.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -105,7 +112,12 @@ impl LogControl {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        match std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(path) {
+        match std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+        {
             Ok(f) => *self.sink.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(f),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot open log_path"),
         }
@@ -120,7 +132,11 @@ pub(crate) fn init(debug: bool) -> LogControl {
         .open("log")
         .or_else(|_| {
             // No reader yet: read-write never fails to open on a FIFO.
-            std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open("log")
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open("log")
         })
         .ok();
     let sink = Arc::new(Sink {
@@ -171,7 +187,9 @@ fn push_pair(out: &mut String, key: &str, value: &str) {
 /// logfmt value: bare if safe, else quoted with escapes.
 fn push_value(out: &mut String, value: &str) {
     let bare = !value.is_empty()
-        && value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
     if bare {
         out.push_str(value);
         return;
@@ -231,8 +249,9 @@ where
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        line.push_str("time=");
-        push_value(&mut line, &now);
+        line.push_str("time=\"");
+        line.push_str(&now);
+        line.push('"');
         line.push_str(" level=");
         line.push_str(level_name(event.metadata().level()));
         line.push_str(" msg=\"");

@@ -46,7 +46,9 @@ fn main() -> ExitCode {
         "delete" => delete::run(&flags),
         "" if flags.info => start::info(),
         "" => serve::run(&flags),
-        other => Err(anyhow::anyhow!("unknown action {other:?} (expected start or delete)")),
+        other => Err(anyhow::anyhow!(
+            "unknown action {other:?} (expected start or delete)"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

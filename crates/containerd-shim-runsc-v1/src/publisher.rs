@@ -53,7 +53,10 @@ impl Publisher {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(address, namespace, rx, pending.clone()));
-        Publisher { tx: Some(tx), pending }
+        Publisher {
+            tx: Some(tx),
+            pending,
+        }
     }
 
     /// Waits (at most `limit`) until every queued event is delivered.
@@ -66,7 +69,11 @@ impl Publisher {
 impl EventSink for Publisher {
     fn publish(&self, event: Event) {
         let Some(tx) = &self.tx else { return };
-        let item = Item { topic: event.topic(), event: convert::event(&event), at: SystemTime::now() };
+        let item = Item {
+            topic: event.topic(),
+            event: convert::event(&event),
+            at: SystemTime::now(),
+        };
         self.pending.send_modify(|n| *n += 1);
         if tx.send(item).is_err() {
             self.pending.send_modify(|n| *n -= 1);
@@ -75,7 +82,11 @@ impl EventSink for Publisher {
 }
 
 async fn connect(address: &str) -> Option<EventsClient> {
-    let addr = if address.contains("://") { address.to_owned() } else { format!("unix://{address}") };
+    let addr = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("unix://{address}")
+    };
     match Client::connect(&addr).await {
         Ok(c) => Some(EventsClient::new(c)),
         Err(e) => {

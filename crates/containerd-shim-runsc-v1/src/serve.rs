@@ -61,7 +61,10 @@ async fn serve(flags: &Flags) -> anyhow::Result<()> {
         if svc.shutdown() {
             break;
         }
-        tracing::warn!(tasks = svc.task_count(), "termination signal ignored while tasks exist");
+        tracing::warn!(
+            tasks = svc.task_count(),
+            "termination signal ignored while tasks exist"
+        );
     }
     tracing::info!("shim shutting down");
     // Let the Shutdown reply reach containerd before connections close.

@@ -70,8 +70,12 @@ pub(crate) fn parse_input(input: &[u8], flags: &Flags) -> anyhow::Result<StartIn
             });
         }
     }
-    let any = Any::parse_from_bytes(input).context("start: runtime options on stdin are not a protobuf Any")?;
-    Ok(StartInput { options: Some(any).filter(|a| !a.type_url.is_empty()), ..Default::default() })
+    let any = Any::parse_from_bytes(input)
+        .context("start: runtime options on stdin are not a protobuf Any")?;
+    Ok(StartInput {
+        options: Some(any).filter(|a| !a.type_url.is_empty()),
+        ..Default::default()
+    })
 }
 
 /// The grouping key: the pod sandbox id for containers of a pod (one shim per pod), the
@@ -93,7 +97,10 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
         bail!("-namespace is required");
     }
     let mut input = Vec::new();
-    std::io::stdin().take(STDIN_LIMIT).read_to_end(&mut input).context("read stdin")?;
+    std::io::stdin()
+        .take(STDIN_LIMIT)
+        .read_to_end(&mut input)
+        .context("read stdin")?;
     let input = parse_input(&input, flags)?;
     let bundle = std::env::current_dir().context("current directory (the bundle)")?;
 
@@ -114,7 +121,10 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
         ..Default::default()
     };
     let address = opts.socket_address(&group);
-    let path = address.strip_prefix("unix://").unwrap_or(&address).to_owned();
+    let path = address
+        .strip_prefix("unix://")
+        .unwrap_or(&address)
+        .to_owned();
 
     match bind(Path::new(&path))? {
         Some(listener) => {
@@ -148,9 +158,12 @@ fn bind(path: &Path) -> anyhow::Result<Option<UnixListener>> {
                     return Ok(None);
                 }
                 // A dead shim's socket: remove it and bind again.
-                std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+                std::fs::remove_file(path)
+                    .with_context(|| format!("remove stale socket {}", path.display()))?;
             }
-            Err(e) => return Err(e).with_context(|| format!("bind shim socket {}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("bind shim socket {}", path.display()));
+            }
         }
     }
     bail!("shim socket {} keeps being taken", path.display())
@@ -158,22 +171,35 @@ fn bind(path: &Path) -> anyhow::Result<Option<UnixListener>> {
 
 /// Starts the serving process: its own session, the listener as fd 3, stdio on /dev/null
 /// (it logs to the bundle's `log` FIFO).
-fn spawn_daemon(flags: &Flags, address: &str, listener: UnixListener, input: &StartInput) -> anyhow::Result<()> {
+fn spawn_daemon(
+    flags: &Flags,
+    address: &str,
+    listener: UnixListener,
+    input: &StartInput,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("find own executable")?;
     // A descriptor >= 10 so that placing it at 3 cannot clobber anything; CLOEXEC so that only
     // the copy made in the child survives exec.
-    let raw = nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup listener")?;
+    let raw = nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+        .context("dup listener")?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor nobody else owns.
     let high = unsafe { OwnedFd::from_raw_fd(raw) };
     drop(listener);
     let high_raw = high.as_raw_fd();
 
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address])
-        .args(["-socket", address])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-namespace",
+        &flags.namespace,
+        "-id",
+        &flags.id,
+        "-address",
+        &flags.address,
+    ])
+    .args(["-socket", address])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if flags.debug || input.debug {
         cmd.arg("-debug");
     }
@@ -201,10 +227,13 @@ fn spawn_daemon(flags: &Flags, address: &str, listener: UnixListener, input: &St
 /// Like containerd's runc shim: the shim is slightly more killable than containerd itself.
 /// Best effort (lowering a score needs CAP_SYS_RESOURCE).
 fn adjust_oom_score(pid: u32) {
-    let parent = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", std::os::unix::process::parent_id()))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .unwrap_or(0);
+    let parent = std::fs::read_to_string(format!(
+        "/proc/{}/oom_score_adj",
+        std::os::unix::process::parent_id()
+    ))
+    .ok()
+    .and_then(|s| s.trim().parse::<i32>().ok())
+    .unwrap_or(0);
     let score = (parent + 1).min(1000);
     let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), score.to_string());
 }
@@ -263,11 +292,18 @@ mod tests {
     use super::*;
 
     fn flags() -> Flags {
-        Flags { id: "c1".into(), namespace: "default".into(), ..Default::default() }
+        Flags {
+            id: "c1".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }
     }
 
     fn runtime_options(path: &str) -> Any {
-        let opts = config::RuntimeOptions { config_path: path.into(), ..Default::default() };
+        let opts = config::RuntimeOptions {
+            config_path: path.into(),
+            ..Default::default()
+        };
         Any {
             type_url: "runtimeoptions.v1.Options".into(),
             value: prost::Message::encode_to_vec(&opts),
@@ -295,7 +331,10 @@ mod tests {
             namespace: "default".into(),
             containerd_ttrpc_address: "/run/containerd/containerd.sock.ttrpc".into(),
             socket_dir: Some("/run/containerd/s2".into()),
-            extensions: vec![Extension { value: Some(runtime_options("/x.toml")).into(), ..Default::default() }],
+            extensions: vec![Extension {
+                value: Some(runtime_options("/x.toml")).into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let bytes = params.write_to_bytes().unwrap();
@@ -303,8 +342,14 @@ mod tests {
         assert!(got.bootstrap);
         assert_eq!(got.options, Some(runtime_options("/x.toml")));
         assert_eq!(got.socket_dir.as_deref(), Some("/run/containerd/s2"));
-        assert_eq!(got.ttrpc_address.as_deref(), Some("/run/containerd/containerd.sock.ttrpc"));
-        let other = Flags { id: "c2".into(), ..flags() };
+        assert_eq!(
+            got.ttrpc_address.as_deref(),
+            Some("/run/containerd/containerd.sock.ttrpc")
+        );
+        let other = Flags {
+            id: "c2".into(),
+            ..flags()
+        };
         assert!(!parse_input(&bytes, &other).unwrap().bootstrap);
     }
 
@@ -328,7 +373,10 @@ mod tests {
         .unwrap();
         let cfg = ShimConfig::default();
         assert_eq!(grouping_key(&flags(), dir.path(), &cfg), "pod1");
-        let off = ShimConfig { grouping: false, ..ShimConfig::default() };
+        let off = ShimConfig {
+            grouping: false,
+            ..ShimConfig::default()
+        };
         assert_eq!(grouping_key(&flags(), dir.path(), &off), "c1");
         std::fs::write(dir.path().join("config.json"), spec("")).unwrap();
         assert_eq!(grouping_key(&flags(), dir.path(), &cfg), "c1");

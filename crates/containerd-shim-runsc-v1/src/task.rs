@@ -89,7 +89,9 @@ macro_rules! rpc {
 #[async_trait]
 impl Task for TaskService {
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> TResult<StateResponse> {
-        let st = rpc!("state", req.id, req.exec_id, async { self.svc.state(&req.id, &req.exec_id) })?;
+        let st = rpc!("state", req.id, req.exec_id, async {
+            self.svc.state(&req.id, &req.exec_id)
+        })?;
         Ok(StateResponse {
             id: st.id,
             bundle: st.bundle,
@@ -106,9 +108,15 @@ impl Task for TaskService {
         })
     }
 
-    async fn create(&self, _: &TtrpcContext, req: CreateTaskRequest) -> TResult<CreateTaskResponse> {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TResult<CreateTaskResponse> {
         if !req.checkpoint.is_empty() {
-            return Err(unimplemented("restoring a checkpoint is not supported by containerd-shim-runsc-v1"));
+            return Err(unimplemented(
+                "restoring a checkpoint is not supported by containerd-shim-runsc-v1",
+            ));
         }
         let create = CreateRequest {
             id: req.id.clone(),
@@ -120,7 +128,10 @@ impl Task for TaskService {
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
             },
-            options: req.options.as_ref().map(|a| (a.type_url.clone(), a.value.clone())),
+            options: req
+                .options
+                .as_ref()
+                .map(|a| (a.type_url.clone(), a.value.clone())),
         };
         let pid = rpc!("create", req.id, "", self.svc.create(create))?;
         if let Some(cfg) = self.svc.config_of(&req.id) {
@@ -131,16 +142,32 @@ impl Task for TaskService {
                 self.logs.set_file(path, &req.id);
             }
         }
-        Ok(CreateTaskResponse { pid, ..Default::default() })
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> TResult<StartResponse> {
-        let pid = rpc!("start", req.id, req.exec_id, self.svc.start(&req.id, &req.exec_id))?;
-        Ok(StartResponse { pid, ..Default::default() })
+        let pid = rpc!(
+            "start",
+            req.id,
+            req.exec_id,
+            self.svc.start(&req.id, &req.exec_id)
+        )?;
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> TResult<DeleteResponse> {
-        let d = rpc!("delete", req.id, req.exec_id, self.svc.delete(&req.id, &req.exec_id))?;
+        let d = rpc!(
+            "delete",
+            req.id,
+            req.exec_id,
+            self.svc.delete(&req.id, &req.exec_id)
+        )?;
         Ok(DeleteResponse {
             pid: d.pid,
             exit_status: d.exit_status,
@@ -157,12 +184,20 @@ impl Task for TaskService {
                 pid: p.pid,
                 info: p
                     .exec_id
-                    .map(|exec_id| convert::any(&ProcessDetails { exec_id, ..Default::default() }))
+                    .map(|exec_id| {
+                        convert::any(&ProcessDetails {
+                            exec_id,
+                            ..Default::default()
+                        })
+                    })
                     .into(),
                 ..Default::default()
             })
             .collect();
-        Ok(PidsResponse { processes, ..Default::default() })
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
     }
 
     async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TResult<Empty> {
@@ -183,7 +218,12 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TResult<Empty> {
-        rpc!("kill", req.id, req.exec_id, self.svc.kill(&req.id, &req.exec_id, req.signal, req.all))?;
+        rpc!(
+            "kill",
+            req.id,
+            req.exec_id,
+            self.svc.kill(&req.id, &req.exec_id, req.signal, req.all)
+        )?;
         Ok(Empty::new())
     }
 
@@ -197,7 +237,11 @@ impl Task for TaskService {
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
             },
-            spec: req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+            spec: req
+                .spec
+                .as_ref()
+                .map(|a| a.value.clone())
+                .unwrap_or_default(),
         };
         rpc!("exec", req.id, req.exec_id, self.svc.exec(exec))?;
         Ok(Empty::new())
@@ -205,24 +249,39 @@ impl Task for TaskService {
 
     async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> TResult<Empty> {
         rpc!("resize_pty", req.id, req.exec_id, async {
-            self.svc.resize_pty(&req.id, &req.exec_id, req.width, req.height)
+            self.svc
+                .resize_pty(&req.id, &req.exec_id, req.width, req.height)
         })?;
         Ok(Empty::new())
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> TResult<Empty> {
-        rpc!("close_io", req.id, req.exec_id, self.svc.close_io(&req.id, &req.exec_id))?;
+        rpc!(
+            "close_io",
+            req.id,
+            req.exec_id,
+            self.svc.close_io(&req.id, &req.exec_id)
+        )?;
         Ok(Empty::new())
     }
 
     async fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TResult<Empty> {
-        let resources = req.resources.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
         rpc!("update", req.id, "", self.svc.update(&req.id, &resources))?;
         Ok(Empty::new())
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TResult<WaitResponse> {
-        let exit = rpc!("wait", req.id, req.exec_id, self.svc.wait(&req.id, &req.exec_id))?;
+        let exit = rpc!(
+            "wait",
+            req.id,
+            req.exec_id,
+            self.svc.wait(&req.id, &req.exec_id)
+        )?;
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: Some(convert::timestamp(exit.at)).into(),
@@ -240,7 +299,12 @@ impl Task for TaskService {
 
     async fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> TResult<ConnectResponse> {
         let (shim_pid, task_pid) = self.svc.connect(&req.id);
-        Ok(ConnectResponse { shim_pid, task_pid, version: crate::VERSION.to_owned(), ..Default::default() })
+        Ok(ConnectResponse {
+            shim_pid,
+            task_pid,
+            version: crate::VERSION.to_owned(),
+            ..Default::default()
+        })
     }
 
     async fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> TResult<Empty> {

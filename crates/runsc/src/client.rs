@@ -57,14 +57,20 @@ pub struct Runsc {
 
 impl fmt::Debug for Runsc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runsc").field("opts", &self.opts).field("spawner", &self.spawner).finish()
+        f.debug_struct("Runsc")
+            .field("opts", &self.opts)
+            .field("spawner", &self.spawner)
+            .finish()
     }
 }
 
 impl Runsc {
     /// A client with these global options, starting processes through `spawner`.
     pub fn new(opts: GlobalOpts, spawner: Arc<dyn Spawner>) -> Runsc {
-        Runsc { opts: Arc::new(opts), spawner }
+        Runsc {
+            opts: Arc::new(opts),
+            spawner,
+        }
     }
 
     /// The global options.
@@ -74,7 +80,10 @@ impl Runsc {
 
     /// A client with the same options that logs to `log` (one log per container bundle).
     pub fn with_log(&self, log: impl Into<std::path::PathBuf>) -> Runsc {
-        Runsc { opts: Arc::new(self.opts.with_log(log)), spawner: self.spawner.clone() }
+        Runsc {
+            opts: Arc::new(self.opts.with_log(log)),
+            spawner: self.spawner.clone(),
+        }
     }
 
     /// `runsc create`. The stdio goes to the container when it is the root container of a
@@ -86,41 +95,59 @@ impl Runsc {
         opts: &CreateOpts,
         stdio: StdioFds,
     ) -> Result<(), Error> {
-        self.run("create", opts.args(bundle, id), Io::Provided(stdio)).await.map(drop)
+        self.run("create", opts.args(bundle, id), Io::Provided(stdio))
+            .await
+            .map(drop)
     }
 
     /// `runsc start`.
     pub async fn start(&self, id: &str, stdio: StdioFds) -> Result<(), Error> {
-        self.run("start", vec!["start".into(), id.into()], Io::Provided(stdio)).await.map(drop)
+        self.run(
+            "start",
+            vec!["start".into(), id.into()],
+            Io::Provided(stdio),
+        )
+        .await
+        .map(drop)
     }
 
     /// `runsc state`.
     pub async fn state(&self, id: &str) -> Result<State, Error> {
-        let out = self.run_captured("state", vec!["state".into(), id.into()], None).await?;
+        let out = self
+            .run_captured("state", vec!["state".into(), id.into()], None)
+            .await?;
         parse("state", &out)
     }
 
     /// `runsc kill`.
     pub async fn kill(&self, id: &str, signal: u32, opts: KillOpts) -> Result<(), Error> {
-        self.run_captured("kill", opts.args(id, signal), None).await.map(drop)
+        self.run_captured("kill", opts.args(id, signal), None)
+            .await
+            .map(drop)
     }
 
     /// `runsc delete`.
     pub async fn delete(&self, id: &str, opts: DeleteOpts) -> Result<(), Error> {
-        self.run_captured("delete", opts.args(id), None).await.map(drop)
+        self.run_captured("delete", opts.args(id), None)
+            .await
+            .map(drop)
     }
 
     /// `runsc wait`: blocks until the container exits. Not subject to the call deadline.
     pub async fn wait(&self, id: &str) -> Result<WaitResult, Error> {
         let args = vec!["wait".into(), id.into()];
-        let out = self.run_with("wait", args, Io::Capture { stdin: None }, None).await?;
+        let out = self
+            .run_with("wait", args, Io::Capture { stdin: None }, None)
+            .await?;
         parse("wait", &out)
     }
 
     /// `runsc exec --detach`: starts a process in a running container. The helper whose pid
     /// lands in `opts.pid_file` lives as long as the process and exits with its status.
     pub async fn exec(&self, id: &str, opts: &ExecOpts, stdio: StdioFds) -> Result<(), Error> {
-        self.run("exec", opts.args(id), Io::Provided(stdio)).await.map(drop)
+        self.run("exec", opts.args(id), Io::Provided(stdio))
+            .await
+            .map(drop)
     }
 
     /// `runsc ps --format=json`.
@@ -142,19 +169,25 @@ impl Runsc {
 
     /// `runsc pause`.
     pub async fn pause(&self, id: &str) -> Result<(), Error> {
-        self.run_captured("pause", vec!["pause".into(), id.into()], None).await.map(drop)
+        self.run_captured("pause", vec!["pause".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     /// `runsc resume`.
     pub async fn resume(&self, id: &str) -> Result<(), Error> {
-        self.run_captured("resume", vec!["resume".into(), id.into()], None).await.map(drop)
+        self.run_captured("resume", vec!["resume".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     /// `runsc update --resources=-` with OCI `LinuxResources` JSON on stdin. Only newer runsc
     /// builds have `update`; older ones fail with [`crate::FailureKind::UnknownCommand`].
     pub async fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), Error> {
         let args = vec!["update".into(), "--resources=-".into(), id.into()];
-        self.run_captured("update", args, Some(resources_json)).await.map(drop)
+        self.run_captured("update", args, Some(resources_json))
+            .await
+            .map(drop)
     }
 
     /// `runsc --version`.
@@ -162,7 +195,12 @@ impl Runsc {
         let mut cmd = std::process::Command::new(&self.opts.binary);
         cmd.arg("--version");
         let out = self
-            .execute("version", cmd, Io::Capture { stdin: None }, Some(self.opts.timeout))
+            .execute(
+                "version",
+                cmd,
+                Io::Capture { stdin: None },
+                Some(self.opts.timeout),
+            )
             .await?;
         Ok(Version::parse(&String::from_utf8_lossy(&out)))
     }
@@ -177,7 +215,8 @@ impl Runsc {
     }
 
     async fn run(&self, command: &str, args: Vec<OsString>, io: Io<'_>) -> Result<Vec<u8>, Error> {
-        self.run_with(command, args, io, Some(self.opts.timeout)).await
+        self.run_with(command, args, io, Some(self.opts.timeout))
+            .await
     }
 
     async fn run_with(
@@ -189,14 +228,26 @@ impl Runsc {
     ) -> Result<Vec<u8>, Error> {
         let mut cmd = std::process::Command::new(&self.opts.binary);
         cmd.args(self.opts.args()).args(args);
-        let log_mark = self.opts.log.as_deref().map(|log| (log, logjson::log_len(log)));
+        let log_mark = self
+            .opts
+            .log
+            .as_deref()
+            .map(|log| (log, logjson::log_len(log)));
         let result = self.execute(command, cmd, io, timeout).await;
         match result {
-            Err(Error::Failed { command, status, message }) => {
+            Err(Error::Failed {
+                command,
+                status,
+                message,
+            }) => {
                 let from_log = log_mark.and_then(|(log, mark)| logjson::last_error(log, mark));
                 let message = from_log.unwrap_or(message);
-                tracing::debug!(%command, %status, %message, "runsc failed");
-                Err(Error::Failed { command, status, message })
+                tracing::debug!(%command, %status, error = %message, "runsc failed");
+                Err(Error::Failed {
+                    command,
+                    status,
+                    message,
+                })
             }
             other => other,
         }
@@ -209,10 +260,17 @@ impl Runsc {
         io: Io<'_>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Error> {
-        let io_err = |source: io::Error| Error::Io { command: command.to_owned(), source };
+        let io_err = |source: io::Error| Error::Io {
+            command: command.to_owned(),
+            source,
+        };
         let stdin_bytes = match io {
             Io::Capture { stdin } => {
-                cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+                cmd.stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                });
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
                 stdin
             }
@@ -224,10 +282,16 @@ impl Runsc {
             }
         };
         tracing::debug!(%command, args = ?cmd.get_args().collect::<Vec<_>>(), "running runsc");
-        let Spawned { pid, stdin, stdout, stderr, exit } = self
-            .spawner
-            .spawn(cmd)
-            .map_err(|source| Error::Spawn { binary: self.opts.binary.clone(), source })?;
+        let Spawned {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            exit,
+        } = self.spawner.spawn(cmd).map_err(|source| Error::Spawn {
+            binary: self.opts.binary.clone(),
+            source,
+        })?;
         // The Command (and with it our copies of any provided descriptors) is gone by now, so
         // the only holders of a container's stdio are runsc and what it starts.
 
@@ -245,7 +309,10 @@ impl Runsc {
         let status = match status {
             Ok(status) => status,
             Err(Supervise::TimedOut(after)) => {
-                return Err(Error::Timeout { command: command.to_owned(), timeout: after });
+                return Err(Error::Timeout {
+                    command: command.to_owned(),
+                    timeout: after,
+                });
             }
             Err(Supervise::Io(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
                 return Err(Error::OutputTooLarge {
@@ -263,7 +330,11 @@ impl Runsc {
                 "" => String::from_utf8_lossy(&out).trim().to_owned(),
                 s => s.to_owned(),
             };
-            Err(Error::Failed { command: command.to_owned(), status, message })
+            Err(Error::Failed {
+                command: command.to_owned(),
+                status,
+                message,
+            })
         }
     }
 }
@@ -284,8 +355,8 @@ async fn supervise<F>(
 where
     F: Future<Output = io::Result<()>>,
 {
-    use futures::future::FusedFuture;
     use futures::FutureExt;
+    use futures::future::FusedFuture;
 
     let mut exit = exit.fuse();
     let work = async {

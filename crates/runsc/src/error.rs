@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn classifies_runsc_messages() {
-        assert_eq!(failed("sandbox is not running").kind(), FailureKind::NotRunning);
+        assert_eq!(
+            failed("sandbox is not running").kind(),
+            FailureKind::NotRunning
+        );
         assert_eq!(
             failed("cannot signal container \"c\" in state stopped").kind(),
             FailureKind::NotRunning
@@ -152,7 +155,10 @@ mod tests {
             failed("loading container \"c\": file does not exist").kind(),
             FailureKind::NotFound
         );
-        assert_eq!(failed("loading sandbox: file does not exist").kind(), FailureKind::NotFound);
+        assert_eq!(
+            failed("loading sandbox: file does not exist").kind(),
+            FailureKind::NotFound
+        );
         assert_eq!(
             failed("signaling container \"c\": connecting to control server at PID 11004: connection refused").kind(),
             FailureKind::NotRunning
@@ -170,7 +176,10 @@ mod tests {
             FailureKind::UnknownCommand
         );
         assert_eq!(failed("permission denied").kind(), FailureKind::Other);
-        let t = Error::Timeout { command: "state".into(), timeout: Duration::from_secs(1) };
+        let t = Error::Timeout {
+            command: "state".into(),
+            timeout: Duration::from_secs(1),
+        };
         assert_eq!(t.kind(), FailureKind::Other);
     }
 }

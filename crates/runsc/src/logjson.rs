@@ -61,7 +61,11 @@ fn last_error_in(text: &str) -> Option<String> {
             _ => rest = &rest[1..],
         }
     }
-    if msgs.is_empty() { None } else { Some(msgs.join("; ")) }
+    if msgs.is_empty() {
+        None
+    } else {
+        Some(msgs.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -100,8 +104,14 @@ mod tests {
             r#"{"msg":"creating container: cannot create sandbox: EOF","level":"error","time":"t"}"#,
         );
         let msg = last_error_in(text).unwrap();
-        assert!(msg.starts_with("Error setting up root FS: mounting root on root"), "{msg}");
-        assert!(msg.ends_with("creating container: cannot create sandbox: EOF"), "{msg}");
+        assert!(
+            msg.starts_with("Error setting up root FS: mounting root on root"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("creating container: cannot create sandbox: EOF"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -51,7 +51,10 @@ impl GlobalOpts {
 
     /// Returns a copy that logs to `log`.
     pub fn with_log(&self, log: impl Into<PathBuf>) -> GlobalOpts {
-        GlobalOpts { log: Some(log.into()), ..self.clone() }
+        GlobalOpts {
+            log: Some(log.into()),
+            ..self.clone()
+        }
     }
 
     /// The arguments placed before every subcommand.
@@ -218,7 +221,13 @@ mod tests {
         };
         assert_eq!(
             strs(o.args(Path::new("/b"), "c1")),
-            ["create", "--bundle=/b", "--pid-file=/b/init.pid", "--console-socket=/tmp/c.sock", "c1"]
+            [
+                "create",
+                "--bundle=/b",
+                "--pid-file=/b/init.pid",
+                "--console-socket=/tmp/c.sock",
+                "c1"
+            ]
         );
     }
 
@@ -226,11 +235,23 @@ mod tests {
     fn kill_args() {
         assert_eq!(strs(KillOpts::default().args("c", 15)), ["kill", "c", "15"]);
         assert_eq!(
-            strs(KillOpts { all: true, pid: None }.args("c", 9)),
+            strs(
+                KillOpts {
+                    all: true,
+                    pid: None
+                }
+                .args("c", 9)
+            ),
             ["kill", "--all", "c", "9"]
         );
         assert_eq!(
-            strs(KillOpts { all: false, pid: Some(4) }.args("c", 2)),
+            strs(
+                KillOpts {
+                    all: false,
+                    pid: Some(4)
+                }
+                .args("c", 2)
+            ),
             ["kill", "--pid=4", "c", "2"]
         );
     }

@@ -79,7 +79,9 @@ pub struct Spawned {
 
 impl fmt::Debug for Spawned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Spawned").field("pid", &self.pid).finish_non_exhaustive()
+        f.debug_struct("Spawned")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,7 +112,13 @@ impl Spawner for TokioSpawner {
         let stdout = child.stdout.take().map(|s| s.into_owned_fd()).transpose()?;
         let stderr = child.stderr.take().map(|s| s.into_owned_fd()).transpose()?;
         let exit = Box::pin(async move { child.wait().await.map(ExitStatus::from) });
-        Ok(Spawned { pid, stdin, stdout, stderr, exit })
+        Ok(Spawned {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            exit,
+        })
     }
 }
 

@@ -68,8 +68,21 @@ enum PsEntry {
 impl From<PsEntry> for ProcessInfo {
     fn from(e: PsEntry) -> Self {
         match e {
-            PsEntry::Pid(pid) => ProcessInfo { pid, ..Default::default() },
-            PsEntry::Full { pid, ppid, uid, cmd } => ProcessInfo { pid, ppid, uid, cmd },
+            PsEntry::Pid(pid) => ProcessInfo {
+                pid,
+                ..Default::default()
+            },
+            PsEntry::Full {
+                pid,
+                ppid,
+                uid,
+                cmd,
+            } => ProcessInfo {
+                pid,
+                ppid,
+                uid,
+                cmd,
+            },
         }
     }
 }
@@ -254,7 +267,10 @@ mod tests {
             r#"{"ociVersion":"1.0.2-dev","id":"c","status":"running","pid":42,"bundle":"/b"}"#,
         )
         .unwrap();
-        assert_eq!((s.id.as_str(), s.pid, s.status.as_str()), ("c", 42, "running"));
+        assert_eq!(
+            (s.id.as_str(), s.pid, s.status.as_str()),
+            ("c", 42, "running")
+        );
         assert!(s.annotations.is_empty());
     }
 
@@ -279,7 +295,10 @@ mod tests {
         assert_eq!(bare.iter().map(|p| p.pid).collect::<Vec<_>>(), [1, 7]);
         let full: Vec<ProcessInfo> =
             serde_json::from_str(r#"[{"UID":0,"PID":3,"PPID":1,"Cmd":"sleep"}]"#).unwrap();
-        assert_eq!((full[0].pid, full[0].ppid, full[0].cmd.as_str()), (3, 1, "sleep"));
+        assert_eq!(
+            (full[0].pid, full[0].ppid, full[0].cmd.as_str()),
+            (3, 1, "sleep")
+        );
     }
 
     #[test]

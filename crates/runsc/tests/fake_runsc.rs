@@ -55,7 +55,11 @@ fn client(dir: &Path) -> Runsc {
 }
 
 fn argv(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("argv")).unwrap().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(dir.join("argv"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
@@ -63,7 +67,10 @@ async fn exact_argv_and_parsed_output() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let r = client(d);
-    let g = format!("--root=/run/test-root --log={}/log.json --log-format=json --debug-log=/tmp/x/ --network=none", d.display());
+    let g = format!(
+        "--root=/run/test-root --log={}/log.json --log-format=json --debug-log=/tmp/x/ --network=none",
+        d.display()
+    );
 
     let state = r.state("c1").await.unwrap();
     assert_eq!((state.pid, state.status.as_str()), (4242, "running"));
@@ -72,8 +79,13 @@ async fn exact_argv_and_parsed_output() {
     assert_eq!((ps[0].pid, ps[0].cmd.as_str()), (1, "sleep"));
     let stats = r.stats("c1").await.unwrap();
     assert_eq!((stats.cpu.usage.total, stats.pids.current), (5, 2));
-    r.update("c1", br#"{"memory":{"limit":1048576}}"#).await.unwrap();
-    assert_eq!(std::fs::read(d.join("stdin")).unwrap(), br#"{"memory":{"limit":1048576}}"#);
+    r.update("c1", br#"{"memory":{"limit":1048576}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(d.join("stdin")).unwrap(),
+        br#"{"memory":{"limit":1048576}}"#
+    );
     assert_eq!(r.wait("c1").await.unwrap().exit_status, 143);
 
     let create = CreateOpts {
@@ -81,8 +93,13 @@ async fn exact_argv_and_parsed_output() {
         console_socket: None,
         user_log: None,
     };
-    r.create("c1", Path::new("/bundle"), &create, StdioFds::default()).await.unwrap();
-    assert_eq!(std::fs::read_to_string(d.join("init.pid")).unwrap().trim(), "777");
+    r.create("c1", Path::new("/bundle"), &create, StdioFds::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.join("init.pid")).unwrap().trim(),
+        "777"
+    );
     let exec = ExecOpts {
         process: "/b/p.json".into(),
         pid_file: "/b/e.pid".into(),
@@ -99,7 +116,10 @@ async fn exact_argv_and_parsed_output() {
             format!("{g} events --stats c1"),
             format!("{g} update --resources=- c1"),
             format!("{g} wait c1"),
-            format!("{g} create --bundle=/bundle --pid-file={}/init.pid c1", d.display()),
+            format!(
+                "{g} create --bundle=/bundle --pid-file={}/init.pid c1",
+                d.display()
+            ),
             format!(
                 "{g} exec --process=/b/p.json --detach --pid-file=/b/e.pid \
                  --internal-pid-file=/b/e.ipid --console-socket=/tmp/s.sock c1"
@@ -112,17 +132,37 @@ async fn exact_argv_and_parsed_output() {
 async fn error_message_comes_from_the_json_log() {
     let dir = tempfile::tempdir().unwrap();
     let r = client(dir.path());
-    let err = r.kill("c1", 9, KillOpts { all: true, pid: None }).await.unwrap_err();
-    assert_eq!(err.message(), Some("cannot signal container \"c1\" in state stopped"));
+    let err = r
+        .kill(
+            "c1",
+            9,
+            KillOpts {
+                all: true,
+                pid: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        Some("cannot signal container \"c1\" in state stopped")
+    );
     assert_eq!(err.kind(), FailureKind::NotRunning);
-    assert!(err.to_string().contains("runsc kill failed (exit status 128)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("runsc kill failed (exit status 128)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn error_message_falls_back_to_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let r = client(dir.path());
-    let err = r.delete("c1", DeleteOpts { force: true }).await.unwrap_err();
+    let err = r
+        .delete("c1", DeleteOpts { force: true })
+        .await
+        .unwrap_err();
     assert_eq!(err.message(), Some("delete failed on stderr"));
 }
 
@@ -151,7 +191,10 @@ async fn hung_runsc_is_killed_at_the_deadline() {
 
 #[tokio::test]
 async fn missing_binary_names_the_binary() {
-    let r = Runsc::new(GlobalOpts::new("/nonexistent/runsc", "/r"), Arc::new(TokioSpawner));
+    let r = Runsc::new(
+        GlobalOpts::new("/nonexistent/runsc", "/r"),
+        Arc::new(TokioSpawner),
+    );
     let err = r.state("c1").await.unwrap_err();
     assert!(matches!(err, Error::Spawn { .. }));
     assert!(err.to_string().contains("/nonexistent/runsc"), "{err}");

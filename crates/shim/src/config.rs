@@ -31,13 +31,18 @@ pub struct RuntimeOptions {
 pub const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
 
 /// runc option types containerd 1.x clients send to every runtime; tolerated and ignored.
-const RUNC_OPTION_TYPES: [&str; 3] =
-    ["containerd.runc.v1.Options", "containerd.linux.runc.CreateOptions", "containerd.runhcs.v1.Options"];
+const RUNC_OPTION_TYPES: [&str; 3] = [
+    "containerd.runc.v1.Options",
+    "containerd.linux.runc.CreateOptions",
+    "containerd.runhcs.v1.Options",
+];
 
 /// Global config files read when containerd passes no configuration at all (the same paths
 /// gVisor's shim reads its shim-wide settings from).
-pub const GLOBAL_CONFIG_PATHS: [&str; 2] =
-    ["/run/containerd/runsc/config.toml", "/etc/containerd/runsc/config.toml"];
+pub const GLOBAL_CONFIG_PATHS: [&str; 2] = [
+    "/run/containerd/runsc/config.toml",
+    "/etc/containerd/runsc/config.toml",
+];
 
 /// Default runsc state root; the namespace is appended.
 pub const DEFAULT_ROOT: &str = "/run/containerd/runsc";
@@ -127,7 +132,9 @@ impl Default for ShimConfig {
     }
 }
 
-const LOG_LEVELS: [&str; 8] = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
+const LOG_LEVELS: [&str; 8] = [
+    "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic",
+];
 
 impl ShimConfig {
     /// Loads the configuration the options point at: `config_path`, else `config_body`, else
@@ -167,14 +174,22 @@ impl ShimConfig {
     /// (`BinaryName`, `Root`) of an inline `config_body` are accepted too.
     pub fn parse(text: &str, source: Source) -> Result<ShimConfig> {
         let label = source.label();
-        let err = |message: String| Error::Config { path: label.clone(), message };
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            err(e.to_string().trim().replace('\n', " "))
-        })?;
-        let mut cfg = ShimConfig { source, ..ShimConfig::default() };
+        let err = |message: String| Error::Config {
+            path: label.clone(),
+            message,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(e.to_string().trim().replace('\n', " ")))?;
+        let mut cfg = ShimConfig {
+            source,
+            ..ShimConfig::default()
+        };
         for (key, value) in &table {
             let string = |v: &toml::Value| {
-                v.as_str().map(str::to_owned).ok_or_else(|| err(format!("`{key}` must be a string")))
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| err(format!("`{key}` must be a string")))
             };
             let uint = |v: &toml::Value| {
                 v.as_integer()
@@ -191,7 +206,9 @@ impl ShimConfig {
                 "root" => {
                     let root = string(value)?;
                     if !root.starts_with('/') {
-                        return Err(err(format!("`root` must be an absolute path, got {root:?}")));
+                        return Err(err(format!(
+                            "`root` must be an absolute path, got {root:?}"
+                        )));
                     }
                     cfg.root = PathBuf::from(root);
                 }
@@ -209,8 +226,9 @@ impl ShimConfig {
                 }
                 "logpath" => cfg.log_path = Some(string(value)?).filter(|p| !p.is_empty()),
                 "grouping" => {
-                    cfg.grouping =
-                        value.as_bool().ok_or_else(|| err("`grouping` must be true or false".into()))?
+                    cfg.grouping = value
+                        .as_bool()
+                        .ok_or_else(|| err("`grouping` must be true or false".into()))?
                 }
                 "iouid" => cfg.io_uid = uint(value)?,
                 "iogid" => cfg.io_gid = uint(value)?,
@@ -219,7 +237,8 @@ impl ShimConfig {
                         .as_table()
                         .ok_or_else(|| err("`runsc_config` must be a table".into()))?;
                     for (flag, v) in flags {
-                        cfg.runsc_config.insert(flag.clone(), runsc_flag_value(flag, v).map_err(&err)?);
+                        cfg.runsc_config
+                            .insert(flag.clone(), runsc_flag_value(flag, v).map_err(&err)?);
                     }
                 }
                 // Known to gVisor's shim, meaningless here or handled elsewhere: accepted
@@ -239,22 +258,32 @@ impl ShimConfig {
 
 /// `binary_name`, `BinaryName`, `binaryName` all become `binaryname`.
 fn normalize(key: &str) -> String {
-    key.chars().filter(|c| *c != '_' && *c != '-').map(|c| c.to_ascii_lowercase()).collect()
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// A `[runsc_config]` value as runsc flag text. gVisor's shim takes strings only; booleans and
 /// numbers (`debug = true`) are accepted here too.
 fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, String> {
-    if flag.is_empty() || flag.starts_with('-') || flag.contains('=') || flag.contains(char::is_whitespace)
+    if flag.is_empty()
+        || flag.starts_with('-')
+        || flag.contains('=')
+        || flag.contains(char::is_whitespace)
     {
-        return Err(format!("`runsc_config` key {flag:?} is not a runsc flag name"));
+        return Err(format!(
+            "`runsc_config` key {flag:?} is not a runsc flag name"
+        ));
     }
     match v {
         toml::Value::String(s) => Ok(s.clone()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
-        _ => Err(format!("`runsc_config.{flag}` must be a string, boolean or number")),
+        _ => Err(format!(
+            "`runsc_config.{flag}` must be a string, boolean or number"
+        )),
     }
 }
 
@@ -292,11 +321,23 @@ mod tests {
         assert!(!cfg.grouping);
         assert_eq!((cfg.io_uid, cfg.io_gid), (1000, 1001));
         assert_eq!(
-            cfg.runsc_config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
-            ["debug=true", "debug-log=/var/log/runsc/%ID%/", "network=none", "overlay2=true", "watchdog-action=1"]
+            cfg.runsc_config
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            [
+                "debug=true",
+                "debug-log=/var/log/runsc/%ID%/",
+                "network=none",
+                "overlay2=true",
+                "watchdog-action=1"
+            ]
         );
         assert!(cfg.unknown_keys.is_empty());
-        assert_eq!(cfg.runsc_root("k8s.io"), PathBuf::from("/run/containerd/runsc/k8s.io"));
+        assert_eq!(
+            cfg.runsc_root("k8s.io"),
+            PathBuf::from("/run/containerd/runsc/k8s.io")
+        );
     }
 
     #[test]
@@ -330,7 +371,10 @@ mod tests {
         let err = ShimConfig::parse("binary_name = \n", Source::File("/etc/x.toml".into()))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("invalid shim configuration \"/etc/x.toml\":"), "{err}");
+        assert!(
+            err.starts_with("invalid shim configuration \"/etc/x.toml\":"),
+            "{err}"
+        );
         assert!(err.contains("line 1"), "{err}");
     }
 
@@ -343,20 +387,31 @@ mod tests {
             ("root = \"relative\"", "`root` must be an absolute path"),
             ("log_level = \"loud\"", "`log_level` \"loud\" is not one of"),
             ("runsc_config = 1", "`runsc_config` must be a table"),
-            ("[runsc_config]\n\"--x\" = \"1\"", "is not a runsc flag name"),
+            (
+                "[runsc_config]\n\"--x\" = \"1\"",
+                "is not a runsc flag name",
+            ),
             ("[runsc_config]\nx = [1]", "`runsc_config.x` must be"),
             ("binary_name = \"\"", "must not be empty"),
         ] {
-            let err = ShimConfig::parse(text, Source::Body).unwrap_err().to_string();
+            let err = ShimConfig::parse(text, Source::Body)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
     }
 
     #[test]
     fn missing_file_is_named() {
-        let opts = RuntimeOptions { config_path: "/nonexistent/runsc.toml".into(), ..Default::default() };
+        let opts = RuntimeOptions {
+            config_path: "/nonexistent/runsc.toml".into(),
+            ..Default::default()
+        };
         let err = ShimConfig::load(Some(&opts)).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/runsc.toml") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("/nonexistent/runsc.toml") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -367,15 +422,24 @@ mod tests {
             config_body: b"x = 1".to_vec(),
         };
         let bytes = opts.encode_to_vec();
-        assert_eq!(decode_options("runtimeoptions.v1.Options", &bytes).unwrap(), Some(opts.clone()));
+        assert_eq!(
+            decode_options("runtimeoptions.v1.Options", &bytes).unwrap(),
+            Some(opts.clone())
+        );
         assert_eq!(
             decode_options("type.googleapis.com/runtimeoptions.v1.Options", &bytes).unwrap(),
             Some(opts)
         );
         assert_eq!(decode_options("", &[]).unwrap(), None);
-        assert_eq!(decode_options("containerd.linux.runc.CreateOptions", &[8, 1]).unwrap(), None);
+        assert_eq!(
+            decode_options("containerd.linux.runc.CreateOptions", &[8, 1]).unwrap(),
+            None
+        );
         let err = decode_options("runtimeoptions.v1.Options", &[0xff, 0xff]).unwrap_err();
-        assert!(err.to_string().starts_with("malformed runtime options"), "{err}");
+        assert!(
+            err.to_string().starts_with("malformed runtime options"),
+            "{err}"
+        );
     }
 
     /// The derived message must match the .proto we ship (field names and numbers).

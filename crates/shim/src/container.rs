@@ -70,17 +70,19 @@ impl Container {
         if exec_id.is_empty() {
             return Ok(self.init.clone());
         }
-        self.execs()
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} not found in task {}", self.id)))
+        self.execs().get(exec_id).cloned().ok_or_else(|| {
+            Error::NotFound(format!("exec {exec_id:?} not found in task {}", self.id))
+        })
     }
 
     /// Adds an exec; fails if the id is taken.
     pub fn add_exec(&self, exec_id: &str, process: Process) -> Result<Arc<Process>> {
         let mut execs = self.execs();
         if execs.contains_key(exec_id) {
-            return Err(Error::AlreadyExists(format!("exec {exec_id:?} already exists in task {}", self.id)));
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id:?} already exists in task {}",
+                self.id
+            )));
         }
         let p = Arc::new(process);
         execs.insert(exec_id.to_owned(), p.clone());

@@ -55,12 +55,18 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Wraps a runsc error with what was being done.
     pub fn runsc(context: impl Into<String>, source: runsc::Error) -> Error {
-        Error::Runsc { context: context.into(), source }
+        Error::Runsc {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The message with its whole cause chain, `a: b: c`, as users should see it.

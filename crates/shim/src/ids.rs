@@ -14,7 +14,9 @@ pub const MAX_ID_LEN: usize = 76;
 pub fn validate(what: &str, id: &str) -> Result<()> {
     let bad = |why: &str| {
         let shown: String = id.chars().take(80).flat_map(char::escape_default).collect();
-        Err(Error::InvalidArgument(format!("invalid {what} \"{shown}\": {why}")))
+        Err(Error::InvalidArgument(format!(
+            "invalid {what} \"{shown}\": {why}"
+        )))
     };
     if id.is_empty() {
         return bad("must not be empty");

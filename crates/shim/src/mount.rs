@@ -107,8 +107,13 @@ fn compact_overlay(data: &mut [String]) -> Result<Option<File>> {
         .filter(|(k, _)| matches!(*k, "lowerdir" | "upperdir" | "workdir"))
         .flat_map(|(_, v)| v.split(':'))
         .collect();
-    let Some(first) = dirs.first() else { return Ok(None) };
-    let mut prefix = Path::new(first).parent().map(Path::to_path_buf).unwrap_or_default();
+    let Some(first) = dirs.first() else {
+        return Ok(None);
+    };
+    let mut prefix = Path::new(first)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     while !dirs.iter().all(|d| Path::new(d).starts_with(&prefix)) {
         if !prefix.pop() {
             return Ok(None);
@@ -121,7 +126,9 @@ fn compact_overlay(data: &mut [String]) -> Result<Option<File>> {
     let fd_path = format!("/proc/self/fd/{}", dir.as_raw_fd());
     let prefix = prefix.to_string_lossy().into_owned();
     for o in data.iter_mut() {
-        let Some((k, v)) = o.split_once('=') else { continue };
+        let Some((k, v)) = o.split_once('=') else {
+            continue;
+        };
         if !matches!(k, "lowerdir" | "upperdir" | "workdir") {
             continue;
         }
@@ -160,11 +167,25 @@ pub fn mount_one(m: &Mount, target: &Path) -> Result<()> {
             data.len()
         )));
     }
-    let kind = if m.kind == "bind" { None } else { Some(m.kind.as_str()) };
-    let data_opt = if data.is_empty() { None } else { Some(data.as_str()) };
+    let kind = if m.kind == "bind" {
+        None
+    } else {
+        Some(m.kind.as_str())
+    };
+    let data_opt = if data.is_empty() {
+        None
+    } else {
+        Some(data.as_str())
+    };
     if !flags.contains(MsFlags::MS_REMOUNT) || data_opt.is_some() {
-        mount(Some(m.source.as_str()), target, kind, flags - PROPAGATION, data_opt)
-            .map_err(|e| fail("mount", e))?;
+        mount(
+            Some(m.source.as_str()),
+            target,
+            kind,
+            flags - PROPAGATION,
+            data_opt,
+        )
+        .map_err(|e| fail("mount", e))?;
     }
     if flags.intersects(PROPAGATION) {
         let prop = flags & (PROPAGATION | MsFlags::MS_REC);
@@ -214,14 +235,21 @@ pub fn unmount_all(target: &Path) -> Result<()> {
             Err(e) => return Err(e).context(|| format!("unmount {}", target.display())),
         }
     }
-    Err(Error::FailedPrecondition(format!("{} is still mounted after 64 unmounts", target.display())))
+    Err(Error::FailedPrecondition(format!(
+        "{} is still mounted after 64 unmounts",
+        target.display()
+    )))
 }
 
 /// Whether anything is mounted at `path` (from `/proc/self/mountinfo`).
 pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let want = PathBuf::from(path);
-    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|mp| Path::new(&unescape(mp)) == want)
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| Path::new(&unescape(mp)) == want)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -252,15 +280,21 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let (flags, data) = parse_options(&opts(&["ro", "nosuid", "lowerdir=/a:/b", "rbind", "rw"]));
-        assert_eq!(flags, MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC);
+        let (flags, data) =
+            parse_options(&opts(&["ro", "nosuid", "lowerdir=/a:/b", "rbind", "rw"]));
+        assert_eq!(
+            flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC
+        );
         assert_eq!(data, ["lowerdir=/a:/b"]);
     }
 
     #[test]
     fn overlay_paths_are_compacted() {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+        let base = dir
+            .path()
+            .join("io.containerd.snapshotter.v1.overlayfs/snapshots");
         for n in ["1", "2", "3"] {
             std::fs::create_dir_all(base.join(n).join("fs")).unwrap();
         }

@@ -37,7 +37,8 @@ impl PersistedState {
     pub fn save(&self, bundle: &Path) -> Result<()> {
         let path = bundle.join(STATE_FILE);
         let tmp = bundle.join(".state.json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::io("encode state", e.into()))?;
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| Error::io("encode state", e.into()))?;
         std::fs::write(&tmp, json).context(|| format!("write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).context(|| format!("write {}", path.display()))
     }
@@ -69,7 +70,11 @@ const CLEANUP_RUNSC_TIMEOUT: Duration = Duration::from_secs(4);
 /// (killing its sandbox if it is the root container and still running) and unmounts the
 /// rootfs. Idempotent; a container that is already gone is fine. containerd runs this after
 /// every task delete, not only after a shim was lost.
-pub async fn cleanup(bundle: &Path, id: &str, spawner: std::sync::Arc<dyn runsc::Spawner>) -> Result<Cleaned> {
+pub async fn cleanup(
+    bundle: &Path,
+    id: &str,
+    spawner: std::sync::Arc<dyn runsc::Spawner>,
+) -> Result<Cleaned> {
     crate::ids::validate("container id", id)?;
     let state = PersistedState::load(bundle)?;
     if let Some(state) = &state {
@@ -83,9 +88,13 @@ pub async fn cleanup(bundle: &Path, id: &str, spawner: std::sync::Arc<dyn runsc:
             }
         }
     }
-    let rootfs = state.and_then(|s| s.rootfs).unwrap_or_else(|| bundle.join("rootfs"));
+    let rootfs = state
+        .and_then(|s| s.rootfs)
+        .unwrap_or_else(|| bundle.join("rootfs"));
     crate::mount::unmount_all(&rootfs)?;
-    Ok(Cleaned { exit_status: 128 + libc::SIGKILL as u32 })
+    Ok(Cleaned {
+        exit_status: 128 + libc::SIGKILL as u32,
+    })
 }
 
 #[cfg(test)]

@@ -73,7 +73,12 @@ pub struct State {
 
 impl State {
     fn new() -> State {
-        State { status: Status::Created, pid: 0, internal_pid: None, exit: None }
+        State {
+            status: Status::Created,
+            pid: 0,
+            internal_pid: None,
+            exit: None,
+        }
     }
 
     /// Moves to `to`, or fails with `FailedPrecondition` naming both states.
@@ -151,7 +156,10 @@ impl Process {
             if st.exit.is_some() || st.transition(Status::Stopped).is_err() {
                 return None;
             }
-            let exit = Exit { status, at: SystemTime::now() };
+            let exit = Exit {
+                status,
+                at: SystemTime::now(),
+            };
             st.exit = Some(exit);
             exit
         };
@@ -168,7 +176,10 @@ impl Process {
             }
             if rx.changed().await.is_err() {
                 // The sender lives as long as `self`; unreachable in practice.
-                return Exit { status: 255, at: SystemTime::now() };
+                return Exit {
+                    status: 255,
+                    at: SystemTime::now(),
+                };
             }
         }
     }
@@ -180,7 +191,10 @@ impl Process {
 
     /// The terminal, if any.
     pub fn console(&self) -> Option<Console> {
-        self.console.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.console
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -201,8 +215,12 @@ mod tests {
             (Paused, Stopped),
             (Stopped, Deleted),
         ] {
-            let mut s = State { status: from, ..State::new() };
-            s.transition(to).unwrap_or_else(|e| panic!("{from:?} => {to:?}: {e}"));
+            let mut s = State {
+                status: from,
+                ..State::new()
+            };
+            s.transition(to)
+                .unwrap_or_else(|e| panic!("{from:?} => {to:?}: {e}"));
             assert_eq!(s.status, to);
         }
     }
@@ -225,10 +243,16 @@ mod tests {
                 if allowed.contains(&(from, to)) {
                     continue;
                 }
-                let mut s = State { status: from, ..State::new() };
+                let mut s = State {
+                    status: from,
+                    ..State::new()
+                };
                 let err = s.transition(to).unwrap_err();
                 assert!(matches!(err, Error::FailedPrecondition(_)));
-                assert_eq!(err.to_string(), format!("invalid state transition: {from:?} => {to:?}"));
+                assert_eq!(
+                    err.to_string(),
+                    format!("invalid state transition: {from:?} => {to:?}")
+                );
                 assert_eq!(s.status, from, "a refused transition changes nothing");
             }
         }

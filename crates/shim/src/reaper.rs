@@ -40,7 +40,9 @@ impl WaitSource for WaitPid {
         use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => return Some((pid.as_raw(), ExitStatus::Exited(code))),
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    return Some((pid.as_raw(), ExitStatus::Exited(code)));
+                }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     return Some((pid.as_raw(), ExitStatus::Signaled(sig as i32)));
                 }
@@ -130,7 +132,10 @@ impl Reaper {
                 None => {
                     let now = Instant::now();
                     while reg.unclaimed.len() >= UNCLAIMED_CAPACITY
-                        || reg.unclaimed.front().is_some_and(|e| now - e.2 > UNCLAIMED_TTL)
+                        || reg
+                            .unclaimed
+                            .front()
+                            .is_some_and(|e| now - e.2 > UNCLAIMED_TTL)
                     {
                         reg.unclaimed.pop_front();
                     }
@@ -146,7 +151,11 @@ impl Reaper {
     pub fn watch(&self, pid: i32, since: Instant) -> oneshot::Receiver<ExitStatus> {
         let (tx, rx) = oneshot::channel();
         let mut reg = self.lock();
-        if let Some(pos) = reg.unclaimed.iter().rposition(|e| e.0 == pid && e.2 >= since) {
+        if let Some(pos) = reg
+            .unclaimed
+            .iter()
+            .rposition(|e| e.0 == pid && e.2 >= since)
+        {
             if let Some((_, status, _)) = reg.unclaimed.remove(pos) {
                 let _ = tx.send(status);
                 return rx;
@@ -190,7 +199,8 @@ impl runsc::Spawner for ReaperSpawner {
             stdout: child.stdout.take().map(Into::into),
             stderr: child.stderr.take().map(Into::into),
             exit: Box::pin(async move {
-                exit.await.map_err(|_| io::Error::other("reaper dropped the exit status"))
+                exit.await
+                    .map_err(|_| io::Error::other("reaper dropped the exit status"))
             }),
         })
     }
@@ -229,7 +239,9 @@ mod tests {
     async fn exit_before_watch_is_not_lost() {
         let (r, s) = scripted();
         let since = Instant::now();
-        s.0.lock().unwrap().push_back((200, ExitStatus::Signaled(9)));
+        s.0.lock()
+            .unwrap()
+            .push_back((200, ExitStatus::Signaled(9)));
         r.reap();
         assert_eq!(r.unclaimed_len(), 1);
         assert_eq!(r.watch(200, since).await.unwrap(), ExitStatus::Signaled(9));
@@ -253,7 +265,9 @@ mod tests {
     async fn unclaimed_exits_are_bounded() {
         let (r, s) = scripted();
         for pid in 0..(UNCLAIMED_CAPACITY as i32 + 50) {
-            s.0.lock().unwrap().push_back((pid + 1000, ExitStatus::Exited(0)));
+            s.0.lock()
+                .unwrap()
+                .push_back((pid + 1000, ExitStatus::Exited(0)));
         }
         r.reap();
         assert_eq!(r.unclaimed_len(), UNCLAIMED_CAPACITY);

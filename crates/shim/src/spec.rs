@@ -38,13 +38,17 @@ impl ContainerKind {
 
     /// From the spec's annotations (containerd's CRI, then CRI-O's).
     pub fn from_annotations(annotations: &HashMap<String, String>) -> ContainerKind {
-        let kind = annotations.get(CRI_CONTAINER_TYPE).or_else(|| annotations.get(CRIO_CONTAINER_TYPE));
-        let sandbox = annotations.get(CRI_SANDBOX_ID).or_else(|| annotations.get(CRIO_SANDBOX_ID));
+        let kind = annotations
+            .get(CRI_CONTAINER_TYPE)
+            .or_else(|| annotations.get(CRIO_CONTAINER_TYPE));
+        let sandbox = annotations
+            .get(CRI_SANDBOX_ID)
+            .or_else(|| annotations.get(CRIO_SANDBOX_ID));
         match (kind.map(String::as_str), sandbox) {
             (Some("sandbox"), _) => ContainerKind::PodSandbox,
-            (Some("container"), Some(id)) if !id.is_empty() => {
-                ContainerKind::PodContainer { sandbox_id: id.clone() }
-            }
+            (Some("container"), Some(id)) if !id.is_empty() => ContainerKind::PodContainer {
+                sandbox_id: id.clone(),
+            },
             _ => ContainerKind::Standalone,
         }
     }
@@ -76,8 +80,11 @@ impl BundleSpec {
     /// Parses spec JSON of the bundle at `bundle`.
     pub fn parse(text: &[u8], bundle: &Path) -> Result<BundleSpec> {
         let path = bundle.join("config.json");
-        let invalid = |why: String| Error::InvalidArgument(format!("invalid OCI spec {}: {why}", path.display()));
-        let json: serde_json::Value = serde_json::from_slice(text).map_err(|e| invalid(e.to_string()))?;
+        let invalid = |why: String| {
+            Error::InvalidArgument(format!("invalid OCI spec {}: {why}", path.display()))
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| invalid(e.to_string()))?;
         let spec: oci_spec::runtime::Spec =
             serde_json::from_value(json.clone()).map_err(|e| invalid(e.to_string()))?;
         let root = spec
@@ -85,8 +92,15 @@ impl BundleSpec {
             .as_ref()
             .map(|r| r.path().clone())
             .ok_or_else(|| invalid("no root filesystem (`root.path`)".into()))?;
-        let root = if root.is_absolute() { root } else { bundle.join(root) };
-        let process = spec.process().as_ref().ok_or_else(|| invalid("no `process`".into()))?;
+        let root = if root.is_absolute() {
+            root
+        } else {
+            bundle.join(root)
+        };
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| invalid("no `process`".into()))?;
         if process.args().as_ref().is_none_or(Vec::is_empty) {
             return Err(invalid("`process.args` is empty".into()));
         }
@@ -122,37 +136,75 @@ mod tests {
     fn malformed_specs_name_the_file_and_problem() {
         for (text, needle) in [
             ("{not json", "key must be a string"),
-            (r#"{"ociVersion":"1","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}}"#, "no root filesystem"),
+            (
+                r#"{"ociVersion":"1","process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}}"#,
+                "no root filesystem",
+            ),
             (r#"{"ociVersion":"1","root":{"path":"r"}}"#, "no `process`"),
-            (r#"{"ociVersion":"1","process":{"user":{"uid":0,"gid":0},"args":[],"cwd":"/"},"root":{"path":"r"}}"#, "is empty"),
-            (r#"{"ociVersion":"1","process":{"user":{"uid":0,"gid":0},"args":"sh","cwd":"/"},"root":{"path":"r"}}"#, "invalid type"),
-            (r#"{"ociVersion":"1","process":{"args":["sh"],"cwd":"/"},"root":{"path":"r"}}"#, "missing field `user`"),
+            (
+                r#"{"ociVersion":"1","process":{"user":{"uid":0,"gid":0},"args":[],"cwd":"/"},"root":{"path":"r"}}"#,
+                "is empty",
+            ),
+            (
+                r#"{"ociVersion":"1","process":{"user":{"uid":0,"gid":0},"args":"sh","cwd":"/"},"root":{"path":"r"}}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"ociVersion":"1","process":{"args":["sh"],"cwd":"/"},"root":{"path":"r"}}"#,
+                "missing field `user`",
+            ),
         ] {
-            let err = BundleSpec::parse(text.as_bytes(), Path::new("/b")).unwrap_err().to_string();
-            assert!(err.starts_with("invalid OCI spec /b/config.json: "), "{err}");
+            let err = BundleSpec::parse(text.as_bytes(), Path::new("/b"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid OCI spec /b/config.json: "),
+                "{err}"
+            );
             assert!(err.contains(needle), "{text}: {err}");
         }
-        let err = BundleSpec::read(Path::new("/nonexistent-bundle")).unwrap_err().to_string();
+        let err = BundleSpec::read(Path::new("/nonexistent-bundle"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent-bundle/config.json"), "{err}");
     }
 
     #[test]
     fn kinds_from_annotations() {
         let a = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        assert_eq!(ContainerKind::from_annotations(&a(&[])), ContainerKind::Standalone);
         assert_eq!(
-            ContainerKind::from_annotations(&a(&[(CRI_CONTAINER_TYPE, "sandbox"), (CRI_SANDBOX_ID, "p")])),
+            ContainerKind::from_annotations(&a(&[])),
+            ContainerKind::Standalone
+        );
+        assert_eq!(
+            ContainerKind::from_annotations(&a(&[
+                (CRI_CONTAINER_TYPE, "sandbox"),
+                (CRI_SANDBOX_ID, "p")
+            ])),
             ContainerKind::PodSandbox
         );
         assert_eq!(
-            ContainerKind::from_annotations(&a(&[(CRI_CONTAINER_TYPE, "container"), (CRI_SANDBOX_ID, "p")])),
-            ContainerKind::PodContainer { sandbox_id: "p".into() }
+            ContainerKind::from_annotations(&a(&[
+                (CRI_CONTAINER_TYPE, "container"),
+                (CRI_SANDBOX_ID, "p")
+            ])),
+            ContainerKind::PodContainer {
+                sandbox_id: "p".into()
+            }
         );
         assert_eq!(
-            ContainerKind::from_annotations(&a(&[(CRIO_CONTAINER_TYPE, "container"), (CRIO_SANDBOX_ID, "q")])),
-            ContainerKind::PodContainer { sandbox_id: "q".into() }
+            ContainerKind::from_annotations(&a(&[
+                (CRIO_CONTAINER_TYPE, "container"),
+                (CRIO_SANDBOX_ID, "q")
+            ])),
+            ContainerKind::PodContainer {
+                sandbox_id: "q".into()
+            }
         );
         // A "container" without a sandbox id cannot join anything: it gets its own sandbox.
         assert_eq!(

@@ -24,7 +24,12 @@ impl Out {
     /// Fails unless the command succeeded.
     pub fn ok(self) -> Result<Out> {
         if self.code != 0 {
-            bail!("exit code {}\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+            bail!(
+                "exit code {}\nstdout: {}\nstderr: {}",
+                self.code,
+                self.stdout,
+                self.stderr
+            );
         }
         Ok(self)
     }
@@ -35,7 +40,12 @@ pub fn run(cmd: &mut Command, deadline: Duration) -> Result<Out> {
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
     let mut wrapped = Command::new("timeout");
-    wrapped.arg("-k").arg("5").arg(deadline.as_secs().max(1).to_string()).arg(&program).args(&args);
+    wrapped
+        .arg("-k")
+        .arg("5")
+        .arg(deadline.as_secs().max(1).to_string())
+        .arg(&program)
+        .args(&args);
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => wrapped.env(k, v),
@@ -45,7 +55,10 @@ pub fn run(cmd: &mut Command, deadline: Duration) -> Result<Out> {
     if let Some(dir) = cmd.get_current_dir() {
         wrapped.current_dir(dir);
     }
-    let out = wrapped.stdin(Stdio::null()).output().with_context(|| format!("run {program:?}"))?;
+    let out = wrapped
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {program:?}"))?;
     Ok(Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -78,12 +91,24 @@ pub struct Config {
 
 impl Containerd {
     /// Starts containerd `build` in `work` with `shim` on its PATH as `containerd-shim-runsc-v1`.
-    pub fn start(build: &ContainerdBuild, work: &Path, shim: &Path, cfg: &Config) -> Result<Containerd> {
+    pub fn start(
+        build: &ContainerdBuild,
+        work: &Path,
+        shim: &Path,
+        cfg: &Config,
+    ) -> Result<Containerd> {
         if !build.available() {
-            bail!("containerd {} not found at {} (run scripts/fetch-runtimes.sh)", build.name, build.containerd.display());
+            bail!(
+                "containerd {} not found at {} (run scripts/fetch-runtimes.sh)",
+                build.name,
+                build.containerd.display()
+            );
         }
         if !shim.is_file() {
-            bail!("shim binary {} not found (cargo build first)", shim.display());
+            bail!(
+                "shim binary {} not found (cargo build first)",
+                shim.display()
+            );
         }
         std::fs::create_dir_all(work)?;
         let bin_dir = work.join("bin");
@@ -111,11 +136,15 @@ impl Containerd {
         );
         std::fs::write(work.join("config.toml"), config)?;
         let log = std::fs::File::create(work.join("containerd.log"))?;
-        let path = format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display());
+        let path = format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            bin_dir.display()
+        );
         let mut cmd = match &cfg.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(&build.containerd);
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(&build.containerd);
                 c
             }
             None => Command::new(&build.containerd),
@@ -142,7 +171,11 @@ impl Containerd {
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(work.join("containerd.log")).unwrap_or_default();
                 c.stop();
-                bail!("containerd {} did not come up:\n{}", build.name, tail(&log, 40));
+                bail!(
+                    "containerd {} did not come up:\n{}",
+                    build.name,
+                    tail(&log, 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -161,7 +194,11 @@ impl Containerd {
     /// A `ctr` command for this containerd and namespace.
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.build.ctr);
-        cmd.arg("--address").arg(self.address()).arg("-n").arg(&self.namespace).args(args);
+        cmd.arg("--address")
+            .arg(self.address())
+            .arg("-n")
+            .arg(&self.namespace)
+            .args(args);
         cmd
     }
 
@@ -172,7 +209,11 @@ impl Containerd {
 
     /// Runs ctr and requires success.
     pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {
-        Ok(self.ctr(args)?.ok().with_context(|| format!("ctr {}", args.join(" ")))?.stdout)
+        Ok(self
+            .ctr(args)?
+            .ok()
+            .with_context(|| format!("ctr {}", args.join(" ")))?
+            .stdout)
     }
 
     /// Imports an image tarball.
@@ -184,7 +225,10 @@ impl Containerd {
 
     /// The tail of containerd's log (for failure reports).
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&std::fs::read_to_string(self.work.join("containerd.log")).unwrap_or_default(), lines)
+        tail(
+            &std::fs::read_to_string(self.work.join("containerd.log")).unwrap_or_default(),
+            lines,
+        )
     }
 
     /// Removes every task and container, then stops containerd.

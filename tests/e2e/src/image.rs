@@ -34,25 +34,45 @@ fn header(path: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header
 }
 
 fn applets() -> Result<Vec<String>> {
-    let out = std::process::Command::new(BUSYBOX).arg("--list").output().context("run busybox --list")?;
+    let out = std::process::Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .context("run busybox --list")?;
     if !out.status.success() {
         bail!("busybox --list failed");
     }
-    let mut list: Vec<String> =
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|a| a != "busybox").collect();
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|a| a != "busybox")
+        .collect();
     list.sort();
     Ok(list)
 }
 
 /// The uncompressed layer tar.
 fn layer() -> Result<Vec<u8>> {
-    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX} (apt-get install busybox-static)"))?;
+    let busybox = std::fs::read(BUSYBOX)
+        .with_context(|| format!("read {BUSYBOX} (apt-get install busybox-static)"))?;
     let mut b = tar::Builder::new(Vec::new());
-    for dir in ["bin/", "dev/", "etc/", "proc/", "sys/", "tmp/", "root/", "home/", "var/", "run/", "mnt/"] {
+    for dir in [
+        "bin/", "dev/", "etc/", "proc/", "sys/", "tmp/", "root/", "home/", "var/", "run/", "mnt/",
+    ] {
         let mode = if dir == "tmp/" { 0o1777 } else { 0o755 };
-        b.append(&header(dir, tar::EntryType::Directory, mode, 0), std::io::empty())?;
+        b.append(
+            &header(dir, tar::EntryType::Directory, mode, 0),
+            std::io::empty(),
+        )?;
     }
-    b.append(&header("bin/busybox", tar::EntryType::Regular, 0o755, busybox.len() as u64), &busybox[..])?;
+    b.append(
+        &header(
+            "bin/busybox",
+            tar::EntryType::Regular,
+            0o755,
+            busybox.len() as u64,
+        ),
+        &busybox[..],
+    )?;
     for applet in applets()? {
         let mut h = header(&format!("bin/{applet}"), tar::EntryType::Symlink, 0o777, 0);
         h.set_link_name("busybox")?;
@@ -60,12 +80,18 @@ fn layer() -> Result<Vec<u8>> {
         b.append(&h, std::io::empty())?;
     }
     let files: [(&str, &str); 3] = [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nuser:x:1000:1000:user:/home:/bin/sh\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nuser:x:1000:1000:user:/home:/bin/sh\n",
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\nuser:x:1000:\n"),
         ("etc/hosts", "127.0.0.1 localhost\n"),
     ];
     for (path, content) in files {
-        b.append(&header(path, tar::EntryType::Regular, 0o644, content.len() as u64), content.as_bytes())?;
+        b.append(
+            &header(path, tar::EntryType::Regular, 0o644, content.len() as u64),
+            content.as_bytes(),
+        )?;
     }
     Ok(b.into_inner()?)
 }
@@ -114,9 +140,14 @@ pub fn build(out: &Path, name: &str, entrypoint: &[&str], cmd: &[&str]) -> Resul
             "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": reference},
         }],
     }))?;
-    let mut t = tar::Builder::new(std::fs::File::create(out).with_context(|| format!("create {}", out.display()))?);
+    let mut t = tar::Builder::new(
+        std::fs::File::create(out).with_context(|| format!("create {}", out.display()))?,
+    );
     let mut add = |path: &str, data: &[u8]| -> Result<()> {
-        t.append(&header(path, tar::EntryType::Regular, 0o644, data.len() as u64), data)?;
+        t.append(
+            &header(path, tar::EntryType::Regular, 0o644, data.len() as u64),
+            data,
+        )?;
         Ok(())
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;

@@ -14,14 +14,23 @@ pub struct Proc {
 /// All processes whose command line matches `pred`.
 pub fn processes(pred: impl Fn(&str) -> bool) -> Vec<Proc> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         if raw.is_empty() {
             continue;
         }
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_owned();
+        let cmdline = String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim()
+            .to_owned();
         if pred(&cmdline) {
             out.push(Proc { pid, cmdline });
         }
@@ -56,7 +65,11 @@ pub fn mounts_under(prefix: &Path) -> Vec<String> {
 /// Entries of a directory (empty if it does not exist).
 pub fn dir_entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

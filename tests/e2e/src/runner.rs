@@ -9,18 +9,35 @@ use std::time::Instant;
 pub struct Runner {
     filters: Vec<String>,
     results: Vec<(String, Result<(), String>, f64)>,
+    skipped: usize,
 }
 
 impl Runner {
     /// Reads name filters from the command line (cargo test passes its own flags too).
     pub fn from_args() -> Runner {
-        let filters = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-        Runner { filters, results: Vec::new() }
+        let filters = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        Runner {
+            filters,
+            results: Vec::new(),
+            skipped: 0,
+        }
     }
 
     /// Whether `name` is selected.
     pub fn selected(&self, name: &str) -> bool {
         self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Whether any scenario of the group `prefix` (e.g. `containerd-1.6/runsc-2022`) can be
+    /// selected, so that its expensive fixture is worth starting.
+    pub fn wants_group(&self, prefix: &str) -> bool {
+        self.filters.is_empty()
+            || self.filters.iter().any(|f| {
+                prefix.contains(f.as_str()) || f.starts_with(prefix) || !f.starts_with("containerd")
+            })
     }
 
     /// Runs one scenario (unless filtered out), catching panics.
@@ -41,9 +58,20 @@ impl Runner {
         let secs = start.elapsed().as_secs_f64();
         match &result {
             Ok(()) => println!("test {name} ... ok ({secs:.1}s)"),
-            Err(e) => println!("test {name} ... FAILED ({secs:.1}s)\n    {}", e.replace('\n', "\n    ")),
+            Err(e) => println!(
+                "test {name} ... FAILED ({secs:.1}s)\n    {}",
+                e.replace('\n', "\n    ")
+            ),
         }
         self.results.push((name.to_owned(), result, secs));
+    }
+
+    /// Records a scenario that cannot run in this environment (not counted as passed).
+    pub fn skip(&mut self, name: &str, why: &str) {
+        if self.selected(name) {
+            println!("test {name} ... skipped: {why}");
+            self.skipped += 1;
+        }
     }
 
     /// Records a failure not tied to a scenario (a fixture that could not start).
@@ -54,16 +82,26 @@ impl Runner {
 
     /// Prints the summary; the process exit code.
     pub fn finish(self) -> std::process::ExitCode {
-        let failed: Vec<_> = self.results.iter().filter(|r| r.1.is_err()).map(|r| r.0.clone()).collect();
+        let failed: Vec<_> = self
+            .results
+            .iter()
+            .filter(|r| r.1.is_err())
+            .map(|r| r.0.clone())
+            .collect();
         println!(
-            "\ntest result: {}. {} passed; {} failed",
+            "\ntest result: {}. {} passed; {} failed; {} skipped",
             if failed.is_empty() { "ok" } else { "FAILED" },
             self.results.len() - failed.len(),
-            failed.len()
+            failed.len(),
+            self.skipped
         );
         for f in &failed {
             println!("    failed: {f}");
         }
-        if failed.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+        if failed.is_empty() {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        }
     }
 }

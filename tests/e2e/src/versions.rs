@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 /// The cache `scripts/fetch-runtimes.sh` fills.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("E2E_CACHE").map_or_else(|| PathBuf::from("/var/cache/runsc-shim-e2e"), PathBuf::from)
+    std::env::var_os("E2E_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/runsc-shim-e2e"), PathBuf::from)
 }
 
 /// A containerd build.
@@ -47,7 +48,11 @@ pub struct RunscBuild {
 pub fn containerds() -> Vec<ContainerdBuild> {
     let c = cache_dir();
     vec![
-        ContainerdBuild { name: "1.6", containerd: "/usr/bin/containerd".into(), ctr: "/usr/bin/ctr".into() },
+        ContainerdBuild {
+            name: "1.6",
+            containerd: "/usr/bin/containerd".into(),
+            ctr: "/usr/bin/ctr".into(),
+        },
         ContainerdBuild {
             name: "1.7",
             containerd: c.join("containerd-1.7/usr/bin/containerd"),
@@ -64,8 +69,14 @@ pub fn containerds() -> Vec<ContainerdBuild> {
 /// All runsc builds under test.
 pub fn runscs() -> Vec<RunscBuild> {
     vec![
-        RunscBuild { name: "2022", runsc: "/usr/bin/runsc".into() },
-        RunscBuild { name: "2024", runsc: cache_dir().join("runsc-2024/usr/bin/runsc") },
+        RunscBuild {
+            name: "2022",
+            runsc: "/usr/bin/runsc".into(),
+        },
+        RunscBuild {
+            name: "2024",
+            runsc: cache_dir().join("runsc-2024/usr/bin/runsc"),
+        },
     ]
 }
 
@@ -76,6 +87,10 @@ pub fn shim_binary() -> PathBuf {
     }
     // target/<profile>/deps/ctr-xxxx -> target/<profile>/containerd-shim-runsc-v1
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
     profile_dir.join("containerd-shim-runsc-v1")
 }

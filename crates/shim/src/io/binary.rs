@@ -55,7 +55,9 @@ impl BinaryLogger {
         reaper: &Reaper,
     ) -> Result<BinaryLogger> {
         let Target::Binary { path, args } = target else {
-            return Err(Error::InvalidArgument("not a binary:// logging target".into()));
+            return Err(Error::InvalidArgument(
+                "not a binary:// logging target".into(),
+            ));
         };
         let (ready_r, ready_w) = super::pipe_pair("logger readiness")?;
         let fds = [dup_high(&stdout)?, dup_high(&stderr)?, dup_high(&ready_w)?];
@@ -89,7 +91,8 @@ impl BinaryLogger {
         drop(fds);
         let mut logger = BinaryLogger { pid, exit };
 
-        let mut ready = pipe::Receiver::from_owned_fd(ready_r).context(|| "readiness pipe".to_owned())?;
+        let mut ready =
+            pipe::Receiver::from_owned_fd(ready_r).context(|| "readiness pipe".to_owned())?;
         let mut byte = [0u8; 1];
         tokio::select! {
             r = ready.read(&mut byte) => match r {
@@ -126,7 +129,10 @@ impl BinaryLogger {
         if kill(pid, Signal::SIGTERM).is_err() {
             return; // already gone (and reaped)
         }
-        if tokio::time::timeout(STOP_TIMEOUT, &mut self.exit).await.is_err() {
+        if tokio::time::timeout(STOP_TIMEOUT, &mut self.exit)
+            .await
+            .is_err()
+        {
             tracing::warn!(pid = self.pid, "logging binary ignored SIGTERM; killing it");
             let _ = kill(pid, Signal::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.exit).await;

@@ -40,10 +40,17 @@ impl ConsoleSocket {
             Ok(l) => l,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(Error::io(format!("bind console socket {}", path.display()), e));
+                return Err(Error::io(
+                    format!("bind console socket {}", path.display()),
+                    e,
+                ));
             }
         };
-        Ok(ConsoleSocket { dir, path, listener })
+        Ok(ConsoleSocket {
+            dir,
+            path,
+            listener,
+        })
     }
 
     /// The path to pass as `--console-socket`.
@@ -70,7 +77,10 @@ impl ConsoleSocket {
             .map_err(|_| {
                 Error::io(
                     "receive terminal from runsc",
-                    io::Error::new(io::ErrorKind::TimedOut, format!("nothing arrived within {timeout:?}")),
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing arrived within {timeout:?}"),
+                    ),
                 )
             })?
             .context(|| "receive terminal from runsc".to_owned())?;
@@ -104,7 +114,10 @@ fn receive_fd(sock: RawFd) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "console socket message carried no descriptor"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "console socket message carried no descriptor",
+    ))
 }
 
 /// A pty master, shared by the copy loops and ResizePty.
@@ -122,7 +135,9 @@ impl Console {
         // SAFETY: `OwnedFd` owns its descriptor: it stays open and refers to the same pty
         // master until the AsyncFd (which owns the OwnedFd) is dropped.
         let fd = unsafe { AsyncFd::register(master) }.map_err(io::Error::from)?;
-        Ok(Console { master: Arc::new(fd) })
+        Ok(Console {
+            master: Arc::new(fd),
+        })
     }
 
     /// Reads terminal output. The end of the terminal (`EIO` once the other side is
@@ -146,7 +161,8 @@ impl Console {
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let mut guard = self.master.writable().await?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => buf = &buf[n..],
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Err(e),
@@ -199,9 +215,17 @@ mod tests {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("hello"));
 
         console.resize(120, 40).unwrap();
-        let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCGWINSZ writes one winsize into the valid pointer.
-        assert_eq!(unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) }, 0);
+        assert_eq!(
+            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) },
+            0
+        );
         assert_eq!((ws.ws_col, ws.ws_row), (120, 40));
 
         drop(pty.slave);
@@ -225,8 +249,14 @@ mod tests {
             let s = std::os::unix::net::UnixStream::connect(&path).unwrap();
             let fds = [master_raw];
             let iov = [io::IoSlice::new(b"/dev/pts/x")];
-            sendmsg::<()>(s.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-                .unwrap();
+            sendmsg::<()>(
+                s.as_raw_fd(),
+                &iov,
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
         });
         let console = sock.receive(Duration::from_secs(5)).await.unwrap();
         sender.join().unwrap();

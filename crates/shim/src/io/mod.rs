@@ -70,10 +70,18 @@ impl Target {
         if uri.is_empty() {
             return Ok(Target::Null);
         }
-        let bad = |why: &str| Err(Error::InvalidArgument(format!("invalid stdio URI {uri:?}: {why}")));
+        let bad = |why: &str| {
+            Err(Error::InvalidArgument(format!(
+                "invalid stdio URI {uri:?}: {why}"
+            )))
+        };
         let Some((scheme, rest)) = uri.split_once("://") else {
             // A bare path: a FIFO, or an existing file (checked when opened).
-            return if uri.starts_with('/') { Ok(Target::Fifo(uri.into())) } else { bad("not an absolute path") };
+            return if uri.starts_with('/') {
+                Ok(Target::Fifo(uri.into()))
+            } else {
+                bad("not an absolute path")
+            };
         };
         // `scheme://host/path?query`: containerd puts the path after an empty host.
         let (path, query) = match rest.split_once('?') {
@@ -89,16 +97,25 @@ impl Target {
             "file" => Ok(Target::File(path.into())),
             "binary" => {
                 let mut args = Vec::new();
-                for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+                for pair in query
+                    .unwrap_or_default()
+                    .split('&')
+                    .filter(|p| !p.is_empty())
+                {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                     args.push(percent_decode(k, true));
                     if !v.is_empty() {
                         args.push(percent_decode(v, true));
                     }
                 }
-                Ok(Target::Binary { path: path.into(), args })
+                Ok(Target::Binary {
+                    path: path.into(),
+                    args,
+                })
             }
-            other => bad(&format!("unsupported scheme {other:?} (fifo, file and binary are)")),
+            other => bad(&format!(
+                "unsupported scheme {other:?} (fifo, file and binary are)"
+            )),
         }
     }
 }
@@ -226,7 +243,9 @@ fn open_output(target: &Target) -> Result<Output> {
         Target::Fifo(p) => Output::File(open_log_file(p, false)?),
         Target::File(p) => Output::File(open_log_file(p, true)?),
         Target::Binary { .. } => {
-            return Err(Error::InvalidArgument("binary:// must be used for stdout".into()));
+            return Err(Error::InvalidArgument(
+                "binary:// must be used for stdout".into(),
+            ));
         }
     })
 }
@@ -234,7 +253,11 @@ fn open_output(target: &Target) -> Result<Output> {
 impl ProcessIo {
     /// Opens containerd's side and creates the process side. Nothing is copied until the
     /// process runs; on error everything opened so far is closed again.
-    pub async fn open(config: &StdioConfig, owner: IoOwner<'_>, reaper: &Reaper) -> Result<ProcessIo> {
+    pub async fn open(
+        config: &StdioConfig,
+        owner: IoOwner<'_>,
+        reaper: &Reaper,
+    ) -> Result<ProcessIo> {
         let (drain, _) = watch::channel(false);
         let mut io = ProcessIo {
             process_side: Some(runsc::StdioFds::default()),
@@ -250,7 +273,12 @@ impl ProcessIo {
         if !config.stdin.is_empty() {
             let path = match Target::parse(&config.stdin)? {
                 Target::Fifo(p) => p,
-                _ => return Err(Error::InvalidArgument(format!("stdin {:?} must be a FIFO", config.stdin))),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "stdin {:?} must be a FIFO",
+                        config.stdin
+                    )));
+                }
             };
             let rx = pipe::OpenOptions::new()
                 .open_receiver(&path)
@@ -264,7 +292,11 @@ impl ProcessIo {
             io.stdin_fifo = Some(rx);
         }
         let out = Target::parse(&config.stdout)?;
-        let err = if config.terminal { Target::Null } else { Target::parse(&config.stderr)? };
+        let err = if config.terminal {
+            Target::Null
+        } else {
+            Target::parse(&config.stderr)?
+        };
         if let Target::Binary { .. } = out {
             // A logging binary takes both streams (containerd's runc shim does the same).
             let (out_r, out_w) = pipe_pair("stdout")?;
@@ -288,7 +320,14 @@ impl ProcessIo {
             });
         } else {
             let same_file = matches!((&out, &err), (Target::File(a), Target::File(b)) if a == b);
-            let outputs = [open_output(&out)?, if same_file { Output::Null } else { open_output(&err)? }];
+            let outputs = [
+                open_output(&out)?,
+                if same_file {
+                    Output::Null
+                } else {
+                    open_output(&err)?
+                },
+            ];
             for (i, output) in outputs.into_iter().enumerate() {
                 let fd = match output {
                     Output::Null => continue,
@@ -297,7 +336,8 @@ impl ProcessIo {
                     Output::Fifo(sink) => {
                         let (r, w) = pipe_pair(if i == 0 { "stdout" } else { "stderr" })?;
                         chown_fd(&w, owner.uid, owner.gid)?;
-                        let src = pipe::Receiver::from_owned_fd(r).context(|| "output pipe".to_owned())?;
+                        let src = pipe::Receiver::from_owned_fd(r)
+                            .context(|| "output pipe".to_owned())?;
                         io.output_copies.push(tokio::spawn(copy::copy_output(
                             src,
                             sink,
@@ -309,7 +349,8 @@ impl ProcessIo {
                 if let Some(side) = io.process_side.as_mut() {
                     if i == 0 {
                         if same_file {
-                            side.stderr = Some(fd.try_clone().context(|| "dup log file".to_owned())?);
+                            side.stderr =
+                                Some(fd.try_clone().context(|| "dup log file".to_owned())?);
                         }
                         side.stdout = Some(fd);
                     } else {
@@ -340,7 +381,10 @@ impl ProcessIo {
         if let Some(fifo) = self.stdin_fifo.take() {
             self.stdin_copy = Some(tokio::spawn(copy::copy_to_console(fifo, console.clone())));
         }
-        let sink = self.console_sink.take().unwrap_or_else(|| Box::new(tokio::io::sink()));
+        let sink = self
+            .console_sink
+            .take()
+            .unwrap_or_else(|| Box::new(tokio::io::sink()));
         self.output_copies.push(tokio::spawn(copy::copy_console(
             console.clone(),
             sink,
@@ -366,7 +410,10 @@ impl ProcessIo {
         let _ = self.drain.send(true);
         let copies = std::mem::take(&mut self.output_copies);
         let aborts: Vec<_> = copies.iter().map(JoinHandle::abort_handle).collect();
-        if tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(copies)).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(copies))
+            .await
+            .is_err()
+        {
             tracing::warn!("stdio reader stopped reading; dropping undelivered output");
             aborts.iter().for_each(|a| a.abort());
         }

@@ -17,7 +17,12 @@ fn reaper() -> Reaper {
 }
 
 fn owner() -> IoOwner<'static> {
-    IoOwner { namespace: "ns", id: "c1", uid: 0, gid: 0 }
+    IoOwner {
+        namespace: "ns",
+        id: "c1",
+        uid: 0,
+        gid: 0,
+    }
 }
 
 fn mkfifo(path: &Path) {
@@ -27,17 +32,38 @@ fn mkfifo(path: &Path) {
 #[test]
 fn uri_parsing() {
     assert_eq!(Target::parse("").unwrap(), Target::Null);
-    assert_eq!(Target::parse("/run/fifo/x-stdout").unwrap(), Target::Fifo("/run/fifo/x-stdout".into()));
-    assert_eq!(Target::parse("fifo:///run/f").unwrap(), Target::Fifo("/run/f".into()));
-    assert_eq!(Target::parse("file:///var/log/a%20b.log").unwrap(), Target::File("/var/log/a b.log".into()));
     assert_eq!(
-        Target::parse("binary:///usr/local/bin/nerdctl?_NERDCTL_INTERNAL_LOGGING=%2Fvar%2Flib%2Fnerdctl&flag").unwrap(),
+        Target::parse("/run/fifo/x-stdout").unwrap(),
+        Target::Fifo("/run/fifo/x-stdout".into())
+    );
+    assert_eq!(
+        Target::parse("fifo:///run/f").unwrap(),
+        Target::Fifo("/run/f".into())
+    );
+    assert_eq!(
+        Target::parse("file:///var/log/a%20b.log").unwrap(),
+        Target::File("/var/log/a b.log".into())
+    );
+    assert_eq!(
+        Target::parse(
+            "binary:///usr/local/bin/nerdctl?_NERDCTL_INTERNAL_LOGGING=%2Fvar%2Flib%2Fnerdctl&flag"
+        )
+        .unwrap(),
         Target::Binary {
             path: "/usr/local/bin/nerdctl".into(),
-            args: vec!["_NERDCTL_INTERNAL_LOGGING".into(), "/var/lib/nerdctl".into(), "flag".into()],
+            args: vec![
+                "_NERDCTL_INTERNAL_LOGGING".into(),
+                "/var/lib/nerdctl".into(),
+                "flag".into()
+            ],
         }
     );
-    for bad in ["relative/path", "ftp:///x", "file://relative", "binary://host/x"] {
+    for bad in [
+        "relative/path",
+        "ftp:///x",
+        "file://relative",
+        "binary://host/x",
+    ] {
         let err = Target::parse(bad).unwrap_err().to_string();
         assert!(err.starts_with("invalid stdio URI"), "{bad}: {err}");
     }
@@ -73,12 +99,18 @@ async fn fifo_output_is_drained_at_exit_despite_other_holders() {
     // Give the copies a moment, then write more that only the drain can pick up.
     tokio::time::sleep(Duration::from_millis(50)).await;
     nix::unistd::write(&gofer_copy, b"last words\n").unwrap();
-    tokio::time::timeout(Duration::from_secs(5), io.drain()).await.expect("drain must not wait for EOF");
+    tokio::time::timeout(Duration::from_secs(5), io.drain())
+        .await
+        .expect("drain must not wait for EOF");
     let mut got = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut out_reader, &mut got).await.unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut out_reader, &mut got)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&got), "to stdout\nlast words\n");
     let mut got = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut err_reader, &mut got).await.unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut err_reader, &mut got)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&got), "to stderr\n");
     drop(gofer_copy);
 }
@@ -90,7 +122,10 @@ async fn stdin_eof_needs_close_io() {
     let dir = tempfile::tempdir().unwrap();
     let inp = dir.path().join("stdin");
     mkfifo(&inp);
-    let cfg = StdioConfig { stdin: inp.display().to_string(), ..Default::default() };
+    let cfg = StdioConfig {
+        stdin: inp.display().to_string(),
+        ..Default::default()
+    };
     let mut io = ProcessIo::open(&cfg, owner(), &reaper()).await.unwrap();
     let stdin_r = io.take_process_side().stdin.unwrap();
     let client = std::fs::OpenOptions::new().write(true).open(&inp).unwrap();
@@ -114,7 +149,10 @@ async fn stdin_eof_needs_close_io() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut b = [0u8; 1];
-    assert_eq!(reader.read(&mut b).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+    assert_eq!(
+        reader.read(&mut b).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
     io.close_stdin();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -136,7 +174,11 @@ async fn file_uri_shares_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sub/dir/c.log");
     let uri = format!("file://{}", log.display());
-    let cfg = StdioConfig { stdout: uri.clone(), stderr: uri, ..Default::default() };
+    let cfg = StdioConfig {
+        stdout: uri.clone(),
+        stderr: uri,
+        ..Default::default()
+    };
     let mut io = ProcessIo::open(&cfg, owner(), &reaper()).await.unwrap();
     let side = io.take_process_side();
     nix::unistd::write(side.stdout.as_ref().unwrap(), b"out\n").unwrap();
@@ -147,7 +189,14 @@ async fn file_uri_shares_one_file() {
 
 #[tokio::test]
 async fn missing_bare_path_is_an_error_naming_it() {
-    let cfg = StdioConfig { stdout: "/nonexistent/dir/stdout".into(), ..Default::default() };
+    let cfg = StdioConfig {
+        stdout: "/nonexistent/dir/stdout".into(),
+        ..Default::default()
+    };
     let err = ProcessIo::open(&cfg, owner(), &reaper()).await.unwrap_err();
-    assert!(err.chain().contains("/nonexistent/dir/stdout"), "{}", err.chain());
+    assert!(
+        err.chain().contains("/nonexistent/dir/stdout"),
+        "{}",
+        err.chain()
+    );
 }

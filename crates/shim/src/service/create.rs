@@ -84,12 +84,17 @@ impl Undo {
 fn resolve_binary(cfg: &ShimConfig) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let name = &cfg.binary_name;
-    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     let found = if name.contains('/') {
         Some(PathBuf::from(name)).filter(|p| executable(p))
     } else {
         std::env::var_os("PATH")
-            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+            .unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            })
             .to_string_lossy()
             .split(':')
             .filter(|d| !d.is_empty())
@@ -118,7 +123,11 @@ fn runsc_flags(cfg: &ShimConfig, sandbox_id: &str) -> BTreeMap<String, String> {
             continue;
         }
         *value = value.replace("%ID%", sandbox_id);
-        let dir = if value.ends_with('/') { Some(Path::new(value.as_str())) } else { Path::new(value.as_str()).parent() };
+        let dir = if value.ends_with('/') {
+            Some(Path::new(value.as_str()))
+        } else {
+            Path::new(value.as_str()).parent()
+        };
         if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
             if let Err(e) = std::fs::create_dir_all(dir) {
                 tracing::warn!(flag = %key, dir = %dir.display(), error = %e, "cannot create runsc log directory");
@@ -138,7 +147,10 @@ impl Service {
             let table = inner.table();
             let mut creating = inner.creating();
             if table.contains_key(&req.id) || !creating.insert(req.id.clone()) {
-                return Err(Error::AlreadyExists(format!("task {:?} already exists", req.id)));
+                return Err(Error::AlreadyExists(format!(
+                    "task {:?} already exists",
+                    req.id
+                )));
             }
         }
         let mut undo = Undo::default();
@@ -167,7 +179,11 @@ impl Service {
 }
 
 impl Inner {
-    async fn create(self: &Arc<Self>, req: &CreateRequest, undo: &mut Undo) -> Result<Arc<Container>> {
+    async fn create(
+        self: &Arc<Self>,
+        req: &CreateRequest,
+        undo: &mut Undo,
+    ) -> Result<Arc<Container>> {
         let options = match &req.options {
             Some((type_url, value)) => config::decode_options(type_url, value)?,
             None => None,
@@ -196,7 +212,11 @@ impl Inner {
         let runsc_root = cfg.runsc_root(&self.namespace);
         ensure_dir(&runsc_root).map_err(|e| Error::Config {
             path: source_label(&cfg),
-            message: format!("runsc root {} is not usable: {}", runsc_root.display(), e.chain()),
+            message: format!(
+                "runsc root {} is not usable: {}",
+                runsc_root.display(),
+                e.chain()
+            ),
         })?;
         let flags = runsc_flags(&cfg, &sandbox_id);
 
@@ -227,9 +247,18 @@ impl Inner {
         opts.flags = flags;
         let runsc = Runsc::new(opts, self.spawner.clone()).with_log(req.bundle.join("log.json"));
 
-        let owner = IoOwner { namespace: &self.namespace, id: &req.id, uid: cfg.io_uid, gid: cfg.io_gid };
+        let owner = IoOwner {
+            namespace: &self.namespace,
+            id: &req.id,
+            uid: cfg.io_uid,
+            gid: cfg.io_gid,
+        };
         let mut io = ProcessIo::open(&req.stdio, owner, &self.reaper).await?;
-        let console_socket = if req.stdio.terminal { Some(ConsoleSocket::new()?) } else { None };
+        let console_socket = if req.stdio.terminal {
+            Some(ConsoleSocket::new()?)
+        } else {
+            None
+        };
         let pid_file = req.bundle.join("init.pid");
         let create_opts = CreateOpts {
             pid_file: Some(pid_file.clone()),
@@ -238,9 +267,15 @@ impl Inner {
         };
         // runsc gives the root container of a sandbox the stdio of `runsc create`; a later
         // container of a pod gets the stdio of `runsc start`.
-        let create_stdio = if kind.is_root() { io.take_process_side() } else { StdioFds::default() };
+        let create_stdio = if kind.is_root() {
+            io.take_process_side()
+        } else {
+            StdioFds::default()
+        };
         let since = Instant::now();
-        let created = runsc.create(&req.id, &req.bundle, &create_opts, create_stdio).await;
+        let created = runsc
+            .create(&req.id, &req.bundle, &create_opts, create_stdio)
+            .await;
         // Whatever happened, runsc may have left a container behind.
         undo.runsc = Some((runsc.clone(), req.id.clone()));
         undo.io = Some(io);
@@ -321,8 +356,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = ShimConfig::default();
         let d = dir.path().display();
-        cfg.runsc_config.insert("debug-log".into(), format!("{d}/%ID%/"));
-        cfg.runsc_config.insert("panic-log".into(), format!("{d}/p/%ID%.log"));
+        cfg.runsc_config
+            .insert("debug-log".into(), format!("{d}/%ID%/"));
+        cfg.runsc_config
+            .insert("panic-log".into(), format!("{d}/p/%ID%.log"));
         cfg.runsc_config.insert("network".into(), "%ID%".into());
         let flags = runsc_flags(&cfg, "sb1");
         assert_eq!(flags["debug-log"], format!("{d}/sb1/"));
@@ -342,7 +379,10 @@ mod tests {
         let err = resolve_binary(&cfg).unwrap_err().to_string();
         assert!(err.contains("/etc/containerd/runsc.toml"), "{err}");
         assert!(err.contains("definitely-not-a-runsc"), "{err}");
-        let sh = ShimConfig { binary_name: "sh".into(), ..ShimConfig::default() };
+        let sh = ShimConfig {
+            binary_name: "sh".into(),
+            ..ShimConfig::default()
+        };
         assert!(resolve_binary(&sh).unwrap().ends_with("sh"));
     }
 }

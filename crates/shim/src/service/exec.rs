@@ -47,32 +47,51 @@ impl Service {
         let parsed: oci_spec::runtime::Process = serde_json::from_value(spec.clone())
             .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
         if parsed.args().as_ref().is_none_or(Vec::is_empty) {
-            return Err(Error::InvalidArgument("invalid exec process spec: `args` is empty".into()));
+            return Err(Error::InvalidArgument(
+                "invalid exec process spec: `args` is empty".into(),
+            ));
         }
         // The request decides whether there is a terminal (containerd's shims do the same).
         spec["terminal"] = serde_json::Value::Bool(req.stdio.terminal);
-        c.add_exec(&req.exec_id, Process::new_exec(req.exec_id.clone(), req.stdio.clone(), spec))?;
-        self.inner.publish(Event::ExecAdded { container_id: req.id, exec_id: req.exec_id });
+        c.add_exec(
+            &req.exec_id,
+            Process::new_exec(req.exec_id.clone(), req.stdio.clone(), spec),
+        )?;
+        self.inner.publish(Event::ExecAdded {
+            container_id: req.id,
+            exec_id: req.exec_id,
+        });
         Ok(())
     }
 }
 
 impl Inner {
-    pub(super) async fn start_exec(self: &Arc<Self>, c: &Arc<Container>, exec_id: &str) -> Result<u32> {
+    pub(super) async fn start_exec(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        exec_id: &str,
+    ) -> Result<u32> {
         let p = c.process(exec_id)?;
         let _lifecycle = p.lifecycle.lock().await;
         let status = p.snapshot().status;
         if status != Status::Created {
-            return Err(Error::FailedPrecondition(format!("cannot start exec {exec_id}: it is {status:?}")));
+            return Err(Error::FailedPrecondition(format!(
+                "cannot start exec {exec_id}: it is {status:?}"
+            )));
         }
         if c.init.snapshot().status != Status::Running {
-            return Err(Error::FailedPrecondition(format!("cannot start exec {exec_id}: task {} is not running", c.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "cannot start exec {exec_id}: task {} is not running",
+                c.id
+            )));
         }
-        let spec = p
-            .spec()
-            .ok_or_else(|| Error::FailedPrecondition(format!("exec {exec_id} has no process spec")))?;
+        let spec = p.spec().ok_or_else(|| {
+            Error::FailedPrecondition(format!("exec {exec_id} has no process spec"))
+        })?;
         let (spec_file, pid_file, ipid_file) = exec_files(&c.bundle, exec_id);
-        let result = self.run_exec(c, &p, exec_id, &spec, &spec_file, &pid_file, &ipid_file).await;
+        let result = self
+            .run_exec(c, &p, exec_id, &spec, &spec_file, &pid_file, &ipid_file)
+            .await;
         for f in [&spec_file, &pid_file, &ipid_file] {
             let _ = std::fs::remove_file(f);
         }
@@ -109,7 +128,11 @@ impl Inner {
             gid: c.config.io_gid,
         };
         let mut io = ProcessIo::open(&p.stdio, owner, &self.reaper).await?;
-        let console_socket = if p.stdio.terminal { Some(ConsoleSocket::new()?) } else { None };
+        let console_socket = if p.stdio.terminal {
+            Some(ConsoleSocket::new()?)
+        } else {
+            None
+        };
         let opts = ExecOpts {
             process: spec_file.to_path_buf(),
             pid_file: pid_file.to_path_buf(),
@@ -120,7 +143,10 @@ impl Inner {
         let run = c.runsc.exec(&c.id, &opts, io.take_process_side()).await;
         if let Err(e) = run {
             io.close().await;
-            return Err(Error::runsc(format!("start exec {exec_id} in task {}", c.id), e));
+            return Err(Error::runsc(
+                format!("start exec {exec_id} in task {}", c.id),
+                e,
+            ));
         }
         let pids = read_pid(pid_file).and_then(|pid| Ok((pid, read_pid(ipid_file)?)));
         let (pid, internal) = match pids {

@@ -22,20 +22,32 @@ impl Service {
         let _lifecycle = p.lifecycle.lock().await;
         let status = p.snapshot().status;
         if status != Status::Created {
-            return Err(Error::FailedPrecondition(format!("cannot start task {id}: it is {status:?}")));
+            return Err(Error::FailedPrecondition(format!(
+                "cannot start task {id}: it is {status:?}"
+            )));
         }
         let stdio = if c.kind.is_root() {
             StdioFds::default()
         } else {
-            p.io.lock().await.as_mut().map(|io| io.take_process_side()).unwrap_or_default()
+            p.io.lock()
+                .await
+                .as_mut()
+                .map(|io| io.take_process_side())
+                .unwrap_or_default()
         };
-        c.runsc.start(id, stdio).await.map_err(|e| Error::runsc(format!("start task {id}"), e))?;
+        c.runsc
+            .start(id, stdio)
+            .await
+            .map_err(|e| Error::runsc(format!("start task {id}"), e))?;
         let pid = {
             let mut st = p.state();
             st.transition(Status::Running)?;
             st.pid
         };
-        self.inner.publish(Event::Start { container_id: id.to_owned(), pid });
+        self.inner.publish(Event::Start {
+            container_id: id.to_owned(),
+            pid,
+        });
         if !c.kind.is_root() {
             self.inner.watch_sub_container(c.clone());
         }
@@ -52,9 +64,9 @@ impl Service {
         let already = || Error::NotFound("process already finished".into());
         match (st.status, exec_id.is_empty()) {
             (Status::Stopped | Status::Deleted, _) => Err(already()),
-            (Status::Created, false) => {
-                Err(Error::FailedPrecondition(format!("exec {exec_id} has not been started")))
-            }
+            (Status::Created, false) => Err(Error::FailedPrecondition(format!(
+                "exec {exec_id} has not been started"
+            ))),
             (Status::Created, true) => {
                 // runsc refuses to signal a created container; runc would deliver the signal
                 // to the waiting init, which dies of it. Do the same: remove the container
@@ -71,11 +83,17 @@ impl Service {
             }
             (Status::Running | Status::Paused, false) => {
                 let internal = st.internal_pid.ok_or_else(already)?;
-                let opts = KillOpts { all: false, pid: Some(internal) };
-                c.runsc.kill(id, signal, opts).await.map_err(|e| match e.kind() {
-                    FailureKind::NotRunning | FailureKind::NotFound => already(),
-                    _ => Error::runsc(format!("kill exec {exec_id} of task {id}"), e),
-                })
+                let opts = KillOpts {
+                    all: false,
+                    pid: Some(internal),
+                };
+                c.runsc
+                    .kill(id, signal, opts)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        FailureKind::NotRunning | FailureKind::NotFound => already(),
+                        _ => Error::runsc(format!("kill exec {exec_id} of task {id}"), e),
+                    })
             }
             (Status::Running | Status::Paused, true) => {
                 if st.status == Status::Paused {
@@ -86,14 +104,22 @@ impl Service {
                             "task {id} is paused: only SIGKILL can be delivered"
                         )));
                     }
-                    c.runsc.resume(id).await.map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
+                    c.runsc
+                        .resume(id)
+                        .await
+                        .map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
                     p.state().transition(Status::Running)?;
-                    self.inner.publish(Event::Resumed { container_id: id.to_owned() });
+                    self.inner.publish(Event::Resumed {
+                        container_id: id.to_owned(),
+                    });
                 }
-                c.runsc.kill(id, signal, KillOpts { all, pid: None }).await.map_err(|e| match e.kind() {
-                    FailureKind::NotRunning | FailureKind::NotFound => already(),
-                    _ => Error::runsc(format!("kill task {id}"), e),
-                })
+                c.runsc
+                    .kill(id, signal, KillOpts { all, pid: None })
+                    .await
+                    .map_err(|e| match e.kind() {
+                        FailureKind::NotRunning | FailureKind::NotFound => already(),
+                        _ => Error::runsc(format!("kill task {id}"), e),
+                    })
             }
         }
     }
@@ -151,14 +177,21 @@ impl Service {
             st.clone()
         };
         self.inner.table().remove(id);
-        let exit = st.exit.unwrap_or(Exit { status: 0, at: std::time::SystemTime::now() });
+        let exit = st.exit.unwrap_or(Exit {
+            status: 0,
+            at: std::time::SystemTime::now(),
+        });
         self.inner.publish(Event::Delete {
             container_id: id.to_owned(),
             pid: st.pid,
             exit_status: exit.status,
             exited_at: exit.at,
         });
-        Ok(Deleted { pid: st.pid, exit_status: exit.status, exited_at: Some(exit.at) })
+        Ok(Deleted {
+            pid: st.pid,
+            exit_status: exit.status,
+            exited_at: Some(exit.at),
+        })
     }
 }
 

@@ -100,7 +100,11 @@ impl Service {
 
     /// Connect: this shim's pid and the task's pid (0 for an unknown task).
     pub fn connect(&self, id: &str) -> (u32, u32) {
-        let task_pid = self.inner.table().get(id).map_or(0, |c| c.init.snapshot().pid);
+        let task_pid = self
+            .inner
+            .table()
+            .get(id)
+            .map_or(0, |c| c.init.snapshot().pid);
         (std::process::id(), task_pid)
     }
 
@@ -124,7 +128,10 @@ impl Inner {
     }
 
     fn container(&self, id: &str) -> Result<Arc<Container>> {
-        self.table().get(id).cloned().ok_or_else(|| Error::NotFound(format!("task {id:?} not found")))
+        self.table()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("task {id:?} not found")))
     }
 
     fn publish(&self, event: Event) {
@@ -134,7 +141,10 @@ impl Inner {
 
     /// The id a process has in events and State: the exec id, or the task id for init.
     fn process_id(container: &Container, process: &Process) -> String {
-        process.exec_id.clone().unwrap_or_else(|| container.id.clone())
+        process
+            .exec_id
+            .clone()
+            .unwrap_or_else(|| container.id.clone())
     }
 }
 
@@ -155,7 +165,9 @@ fn read_pid(path: &std::path::Path) -> Result<i32> {
         .parse::<i32>()
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| Error::InvalidArgument(format!("pid file {} holds {text:?}", path.display())))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("pid file {} holds {text:?}", path.display()))
+        })
 }
 
 /// Signals whose default action is to do nothing: sending them to a process that has not
@@ -183,7 +195,12 @@ mod tests {
         validate_signal(64).unwrap();
         assert!(validate_signal(0).is_err());
         assert!(validate_signal(65).is_err());
-        assert!(validate_signal(999).unwrap_err().to_string().contains("invalid signal 999"));
+        assert!(
+            validate_signal(999)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid signal 999")
+        );
         assert!(ignored_by_default(libc::SIGWINCH as u32));
         assert!(!ignored_by_default(libc::SIGTERM as u32));
     }

@@ -43,7 +43,10 @@ impl Service {
         let st = p.snapshot();
         let mut status = st.status;
         // An exec of a paused task is paused too.
-        if status == Status::Running && p.exec_id.is_some() && c.init.snapshot().status == Status::Paused {
+        if status == Status::Running
+            && p.exec_id.is_some()
+            && c.init.snapshot().status == Status::Paused
+        {
             status = Status::Paused;
         }
         Ok(ProcessStatus {
@@ -64,7 +67,9 @@ impl Service {
             _ => return Ok(Vec::new()),
         }
         let procs = c.runsc.ps(id).await.map_err(|e| match e.kind() {
-            FailureKind::NotFound | FailureKind::NotRunning => Error::NotFound(format!("task {id} is not running")),
+            FailureKind::NotFound | FailureKind::NotRunning => {
+                Error::NotFound(format!("task {id} is not running"))
+            }
             _ => Error::runsc(format!("list processes of task {id}"), e),
         })?;
         let execs: Vec<(i32, String)> = c
@@ -76,7 +81,10 @@ impl Service {
             .into_iter()
             .map(|info| ProcessEntry {
                 pid: info.pid as u32,
-                exec_id: execs.iter().find(|(pid, _)| *pid == info.pid).map(|(_, e)| e.clone()),
+                exec_id: execs
+                    .iter()
+                    .find(|(pid, _)| *pid == info.pid)
+                    .map(|(_, e)| e.clone()),
             })
             .collect())
     }
@@ -87,9 +95,16 @@ impl Service {
         match c.init.snapshot().status {
             Status::Running | Status::Paused => {}
             // runsc 20221219 crashes on `events --stats` of a created container.
-            s => return Err(Error::FailedPrecondition(format!("task {id} is {s:?}: no statistics"))),
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {id} is {s:?}: no statistics"
+                )));
+            }
         }
-        c.runsc.stats(id).await.map_err(|e| Error::runsc(format!("collect statistics of task {id}"), e))
+        c.runsc
+            .stats(id)
+            .await
+            .map_err(|e| Error::runsc(format!("collect statistics of task {id}"), e))
     }
 
     /// Update: applies new resources (OCI `LinuxResources` JSON) through `runsc update`.
@@ -99,12 +114,21 @@ impl Service {
             .map_err(|e| Error::InvalidArgument(format!("invalid resources: {e}")))?;
         match c.init.snapshot().status {
             Status::Running | Status::Paused | Status::Created => {}
-            s => return Err(Error::FailedPrecondition(format!("cannot update task {id}: it is {s:?}"))),
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot update task {id}: it is {s:?}"
+                )));
+            }
         }
         match c.runsc.update(id, resources).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == FailureKind::UnknownCommand => {
-                let version = c.runsc.version().await.map(|v| v.version).unwrap_or_else(|_| "unknown".into());
+                let version = c
+                    .runsc
+                    .version()
+                    .await
+                    .map(|v| v.version)
+                    .unwrap_or_else(|_| "unknown".into());
                 Err(Error::Unimplemented(format!(
                     "runsc {} ({}) has no `update` command: resources of a running gVisor \
                      sandbox cannot be changed with this runsc",
@@ -123,11 +147,18 @@ impl Service {
         let _lifecycle = p.lifecycle.lock().await;
         let status = p.snapshot().status;
         if status != Status::Running {
-            return Err(Error::FailedPrecondition(format!("cannot pause task {id}: it is {status:?}")));
+            return Err(Error::FailedPrecondition(format!(
+                "cannot pause task {id}: it is {status:?}"
+            )));
         }
-        c.runsc.pause(id).await.map_err(|e| Error::runsc(format!("pause task {id}"), e))?;
+        c.runsc
+            .pause(id)
+            .await
+            .map_err(|e| Error::runsc(format!("pause task {id}"), e))?;
         p.state().transition(Status::Paused)?;
-        self.inner.publish(Event::Paused { container_id: id.to_owned() });
+        self.inner.publish(Event::Paused {
+            container_id: id.to_owned(),
+        });
         Ok(())
     }
 
@@ -138,11 +169,18 @@ impl Service {
         let _lifecycle = p.lifecycle.lock().await;
         let status = p.snapshot().status;
         if status != Status::Paused {
-            return Err(Error::FailedPrecondition(format!("cannot resume task {id}: it is {status:?}")));
+            return Err(Error::FailedPrecondition(format!(
+                "cannot resume task {id}: it is {status:?}"
+            )));
         }
-        c.runsc.resume(id).await.map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
+        c.runsc
+            .resume(id)
+            .await
+            .map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
         p.state().transition(Status::Running)?;
-        self.inner.publish(Event::Resumed { container_id: id.to_owned() });
+        self.inner.publish(Event::Resumed {
+            container_id: id.to_owned(),
+        });
         Ok(())
     }
 

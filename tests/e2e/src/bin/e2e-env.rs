@@ -3,7 +3,11 @@
 //! - `e2e-env image OUT.tar [NAME]`: build the busybox OCI image tarball.
 //! - `e2e-env demo [CONTAINERD] [RUNSC]`: start a private containerd, import the image and run
 //!   `dmesg` in a gVisor container through `containerd-shim-runsc-v1`, then clean up.
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "command line tool")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "command line tool"
+)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,11 +27,17 @@ fn demo(args: &[String]) -> Result<()> {
         .into_iter()
         .find(|r| r.name == rs_name)
         .with_context(|| format!("unknown runsc {rs_name} (2022, 2024)"))?;
-    let work = PathBuf::from(std::env::var("DEMO_DIR").unwrap_or_else(|_| "/tmp/runsc-shim-demo".into()));
+    let work =
+        PathBuf::from(std::env::var("DEMO_DIR").unwrap_or_else(|_| "/tmp/runsc-shim-demo".into()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let tarball = work.join("busybox.tar");
-    image::build(&tarball, "docker.io/library/busybox-e2e:latest", &[], &["/bin/sh"])?;
+    image::build(
+        &tarball,
+        "docker.io/library/busybox-e2e:latest",
+        &[],
+        &["/bin/sh"],
+    )?;
     let runsc_toml = work.join("runsc.toml");
     std::fs::write(
         &runsc_toml,
@@ -39,25 +49,52 @@ fn demo(args: &[String]) -> Result<()> {
         ),
     )?;
     let shim = versions::shim_binary();
-    println!("containerd {} ({}), runsc {} ({}), shim {}", cd.name, cd.containerd.display(), rs.name, rs.runsc.display(), shim.display());
+    println!(
+        "containerd {} ({}), runsc {} ({}), shim {}",
+        cd.name,
+        cd.containerd.display(),
+        rs.name,
+        rs.runsc.display(),
+        shim.display()
+    );
     let c = Containerd::start(&cd, &work.join("containerd"), &shim, &Config::default())?;
     c.import(&tarball)?;
     let cfg = runsc_toml.display().to_string();
-    println!("$ ctr run --rm --runtime io.containerd.runsc.v1 --runtime-config-path {cfg} busybox-e2e demo dmesg");
+    println!(
+        "$ ctr run --rm --runtime io.containerd.runsc.v1 --runtime-config-path {cfg} busybox-e2e demo dmesg"
+    );
     let out = c.ctr(&[
-        "run", "--rm", "--runtime", "io.containerd.runsc.v1", "--runtime-config-path", &cfg,
-        "docker.io/library/busybox-e2e:latest", "demo", "dmesg",
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runsc.v1",
+        "--runtime-config-path",
+        &cfg,
+        "docker.io/library/busybox-e2e:latest",
+        "demo",
+        "dmesg",
     ])?;
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
     let version = c.ctr(&[
-        "run", "--rm", "--runtime", "io.containerd.runsc.v1", "--runtime-config-path", &cfg,
-        "docker.io/library/busybox-e2e:latest", "demo2", "cat", "/proc/version",
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runsc.v1",
+        "--runtime-config-path",
+        &cfg,
+        "docker.io/library/busybox-e2e:latest",
+        "demo2",
+        "cat",
+        "/proc/version",
     ])?;
     print!("{}", version.stdout);
     drop(c);
     if out.code != 0 || !out.stdout.contains("Starting gVisor") {
-        bail!("the container did not run under gVisor (exit code {})", out.code);
+        bail!(
+            "the container did not run under gVisor (exit code {})",
+            out.code
+        );
     }
     println!("OK: the container ran inside gVisor through containerd-shim-runsc-v1");
     Ok(())
@@ -69,14 +106,17 @@ fn main() -> ExitCode {
         Some("image") => match args.get(1) {
             Some(out) => image::build(
                 out.as_ref(),
-                args.get(2).map_or("docker.io/library/busybox-e2e:latest", String::as_str),
+                args.get(2)
+                    .map_or("docker.io/library/busybox-e2e:latest", String::as_str),
                 &[],
                 &["/bin/sh"],
             ),
             None => Err(anyhow::anyhow!("usage: e2e-env image OUT.tar [NAME]")),
         },
         Some("demo") => demo(&args[1..]),
-        _ => Err(anyhow::anyhow!("usage: e2e-env image OUT.tar [NAME] | demo [1.6|1.7|2.1] [2022|2024]")),
+        _ => Err(anyhow::anyhow!(
+            "usage: e2e-env image OUT.tar [NAME] | demo [1.6|1.7|2.1] [2022|2024]"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

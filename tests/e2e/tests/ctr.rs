@@ -1,0 +1,685 @@
+//! End to end through `ctr`: real containerd (1.6, 1.7, 2.1), real runsc (2022, 2024), the
+//! built shim. Each containerd x runsc pair gets a private containerd; every scenario runs
+//! against it; afterwards nothing may be left behind.
+//!
+//! `cargo test -p e2e --test ctr [FILTER...]` (root; run `scripts/fetch-runtimes.sh` first).
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test runner output"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::containerd::{Config, Containerd, Out, run};
+use e2e::leftovers;
+use e2e::runner::Runner;
+use e2e::versions::{self, ContainerdBuild, RunscBuild};
+
+const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
+const RUNTIME: &str = "io.containerd.runsc.v1";
+
+/// One containerd x runsc environment.
+struct Env {
+    c: Containerd,
+    runsc_toml: PathBuf,
+    runsc_root: PathBuf,
+    work: PathBuf,
+    events: Child,
+    events_log: PathBuf,
+}
+
+impl Env {
+    fn start(
+        cd: &ContainerdBuild,
+        rs: &RunscBuild,
+        shim: &Path,
+        image: &Path,
+        work: &Path,
+    ) -> Result<Env> {
+        if !rs.runsc.is_file() {
+            bail!(
+                "runsc {} not found at {} (run scripts/fetch-runtimes.sh)",
+                rs.name,
+                rs.runsc.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(work);
+        std::fs::create_dir_all(work)?;
+        let runsc_root = work.join("runsc-root");
+        let runsc_toml = work.join("runsc.toml");
+        std::fs::write(
+            &runsc_toml,
+            format!(
+                "binary_name = \"{}\"\nroot = \"{}\"\n[runsc_config]\n  network = \"none\"\n",
+                rs.runsc.display(),
+                runsc_root.display()
+            ),
+        )?;
+        let c = Containerd::start(cd, &work.join("containerd"), shim, &Config::default())?;
+        c.import(image)?;
+        let events_log = work.join("events.log");
+        let events = c
+            .ctr_cmd(&["events"])
+            .stdout(std::fs::File::create(&events_log)?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start ctr events")?;
+        Ok(Env {
+            c,
+            runsc_toml,
+            runsc_root,
+            work: work.to_path_buf(),
+            events,
+            events_log,
+        })
+    }
+
+    fn cfg(&self) -> String {
+        self.runsc_toml.display().to_string()
+    }
+
+    /// `ctr run --rm` with our runtime.
+    fn run(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<Out> {
+        let cfg = self.cfg();
+        let mut a = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--runtime-config-path",
+            &cfg,
+        ];
+        a.extend_from_slice(flags);
+        a.push(IMAGE);
+        a.push(id);
+        a.extend_from_slice(args);
+        self.c.ctr(&a)
+    }
+
+    /// `ctr run -d`.
+    fn run_d(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<()> {
+        let cfg = self.cfg();
+        let mut a = vec![
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--runtime-config-path",
+            &cfg,
+        ];
+        a.extend_from_slice(flags);
+        a.push(IMAGE);
+        a.push(id);
+        a.extend_from_slice(args);
+        self.c.ctr_ok(&a).map(drop)
+    }
+
+    /// A shell command line under a pseudo-terminal (`ctr -t` needs one).
+    fn in_pty(&self, shell: &str) -> Result<Out> {
+        run(
+            Command::new("script").args(["-qec", shell, "/dev/null"]),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The ctr command line prefix, for `in_pty`.
+    fn ctr_line(&self) -> String {
+        format!(
+            "{} --address {} -n {}",
+            self.c.build.ctr.display(),
+            self.c.address().display(),
+            self.c.namespace
+        )
+    }
+
+    fn task_status(&self, id: &str) -> Result<String> {
+        let out = self.c.ctr_ok(&["task", "ls"])?;
+        Ok(out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.task_status(id)?;
+            if s == want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} is {s:?}, expected {want}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Removes a task and its container whatever state they are in.
+    fn remove(&self, id: &str) {
+        let _ = self.c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        let _ = self.c.ctr(&["task", "delete", "-f", id]);
+        let _ = self.c.ctr(&["containers", "rm", id]);
+    }
+
+    /// The exit status in the last TaskExit event of process `id` (init: the container id).
+    fn exit_status(&self, id: &str) -> Result<u32> {
+        let needle = format!("\"id\":\"{id}\"");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&self.events_log).unwrap_or_default();
+            let line = log
+                .lines()
+                .filter(|l| l.contains("/tasks/exit") && l.contains(&needle))
+                .last();
+            if let Some(line) = line {
+                let json = &line[line.find('{').unwrap_or(0)..];
+                let v: serde_json::Value = serde_json::from_str(json)?;
+                return Ok(v["exit_status"].as_u64().unwrap_or(0) as u32);
+            }
+            ensure!(Instant::now() < deadline, "no TaskExit event for {id}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Topics of the events seen for container `id`, in order.
+    fn topics(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        std::fs::read_to_string(&self.events_log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("/tasks/"))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    fn stop(mut self) -> Result<()> {
+        let _ = self.events.kill();
+        let _ = self.events.wait();
+        self.c.stop();
+        // What is left now was left by the shim.
+        let shims = leftovers::shims(&self.c.address());
+        let runsc = leftovers::runsc_processes(&self.runsc_root);
+        let mounts = leftovers::mounts_under(&self.work);
+        leftovers::kill_all(&shims);
+        leftovers::kill_all(&runsc);
+        leftovers::unmount_under(&self.work);
+        let sandboxes = leftovers::dir_entries(&self.runsc_root.join("e2e"));
+        ensure!(shims.is_empty(), "shim processes left: {shims:?}");
+        ensure!(runsc.is_empty(), "runsc processes left: {runsc:?}");
+        ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
+        ensure!(
+            sandboxes.is_empty(),
+            "runsc state left in {}: {sandboxes:?}",
+            self.runsc_root.display()
+        );
+        Ok(())
+    }
+}
+
+fn contains(out: &Out, needle: &str) -> Result<()> {
+    ensure!(
+        out.stdout.contains(needle),
+        "stdout lacks {needle:?}\nstdout: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    Ok(())
+}
+
+fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
+    r.run(&format!("{p}/gvisor_banner_and_kernel"), || {
+        let out = e.run("banner", &[], &["dmesg"])?.ok()?;
+        ensure!(
+            out.stdout.starts_with("[   0.000000] Starting gVisor..."),
+            "dmesg: {}",
+            out.stdout
+        );
+        let out = e.run("kernel", &[], &["cat", "/proc/version"])?.ok()?;
+        contains(&out, "Linux version 4.4.0")
+    });
+
+    r.run(&format!("{p}/stdout_and_stderr_kept_apart"), || {
+        let out = e
+            .run(
+                "streams",
+                &[],
+                &["sh", "-c", "echo to-out; echo to-err >&2; echo more-out"],
+            )?
+            .ok()?;
+        ensure!(
+            out.stdout == "to-out\nmore-out\n",
+            "stdout {:?}",
+            out.stdout
+        );
+        ensure!(out.stderr == "to-err\n", "stderr {:?}", out.stderr);
+        Ok(())
+    });
+
+    r.run(&format!("{p}/exit_codes"), || {
+        for code in [0, 3, 7, 127] {
+            let out = e.run(
+                &format!("exit{code}"),
+                &[],
+                &["sh", "-c", &format!("exit {code}")],
+            )?;
+            ensure!(
+                out.code == code,
+                "exit {code}: got {} ({})",
+                out.code,
+                out.stderr
+            );
+        }
+        // Killed by a signal: 128 + signal.
+        let out = e.run("selfkill", &[], &["sh", "-c", "kill -9 $$"])?;
+        ensure!(out.code == 137, "kill -9: got {}", out.code);
+        Ok(())
+    });
+
+    r.run(&format!("{p}/large_output_is_complete"), || {
+        // 4 MiB through the pipes; every byte must arrive before the exit is reported.
+        let out = e
+            .run(
+                "bigout",
+                &[],
+                &["sh", "-c", "head -c 4194304 /dev/zero | tr '\\0' x"],
+            )?
+            .ok()?;
+        ensure!(
+            out.stdout.len() == 4 * 1024 * 1024,
+            "got {} bytes",
+            out.stdout.len()
+        );
+        Ok(())
+    });
+
+    r.run(&format!("{p}/terminal_and_resize"), || {
+        let line = format!(
+            "stty cols 123 rows 45; {} run -t --rm --runtime {RUNTIME} --runtime-config-path {} {IMAGE} tty1 sh -c '[ -t 0 ] && [ -t 1 ] && echo IS-A-TTY; sleep 0.5; stty size'",
+            e.ctr_line(),
+            e.cfg()
+        );
+        let out = e.in_pty(&line)?.ok()?;
+        contains(&out, "IS-A-TTY")?;
+        // `tty` itself prints "not a tty" under gVisor: the terminal is a host descriptor
+        // whose /proc/self/fd link is "host:[N]", not a /dev/pts path.
+        contains(&out, "45 123")
+    });
+
+    r.run(&format!("{p}/stdin_piped_with_i"), || {
+        let cfg = e.cfg();
+        // ctr always wires stdin (there is no -i in 1.6) and sends CloseIO at its EOF.
+        let mut cmd = e.c.ctr_cmd(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--runtime-config-path",
+            &cfg,
+            IMAGE,
+            "stdin1",
+            "sh",
+            "-c",
+            "cat; echo END",
+        ]);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        {
+            use std::io::Write;
+            // ctr sends CloseIO when its stdin ends, but only once the task exists: input that
+            // ends before that never gets a CloseIO and hangs with any shim (runc's too).
+            std::thread::sleep(Duration::from_secs(1));
+            let mut stdin = child.stdin.take().context("stdin")?;
+            stdin.write_all(b"line one\nline two\n")?;
+        }
+        let out = wait_output(child, Duration::from_secs(60))?;
+        ensure!(
+            out.code == 0 && out.stdout == "line one\nline two\nEND\n",
+            "{out:?}"
+        );
+        Ok(())
+    });
+
+    r.run(&format!("{p}/exec_with_and_without_tty"), || {
+        e.run_d("exec1", &[], &["sleep", "1000"])?;
+        let res = (|| {
+            let out = e.c.ctr(&["task", "exec", "--exec-id", "x1", "exec1", "sh", "-c", "echo from-exec; echo err-exec >&2; exit 5"])?;
+            ensure!(out.code == 5, "exec exit code {} ({:?})", out.code, out.stderr);
+            ensure!(out.stdout == "from-exec\n" && out.stderr == "err-exec\n", "{out:?}");
+            let out = e.c.ctr(&["task", "exec", "--exec-id", "x2", "--cwd", "/tmp", "--user", "1000", "exec1", "sh", "-c", "pwd; id -u"])?.ok()?;
+            ensure!(out.stdout == "/tmp\n1000\n", "cwd/user: {:?}", out.stdout);
+            let line = format!("stty cols 77 rows 22; {} task exec -t --exec-id x3 exec1 sh -c 'sleep 0.5; stty size; [ -t 1 ] && echo EXEC-TTY; exit 4'", e.ctr_line());
+            let out = e.in_pty(&line)?;
+            contains(&out, "EXEC-TTY")?;
+            // ctr sends ResizePty only after Start returned (hence the sleep: until then the
+            // size is 0x0, with runc too). runsc 20221219 fails terminal ioctls in exec'd
+            // processes ("stty: standard input: No child processes"); 20240729 sees the size.
+            if rs.name != "2022" {
+                contains(&out, "22 77")?;
+            }
+            Ok(())
+        })();
+        e.remove("exec1");
+        res
+    });
+
+    r.run(&format!("{p}/kill_term_kill_and_all"), || {
+        e.run_d("kill1", &[], &["sleep", "1000"])?;
+        e.c.ctr_ok(&["task", "kill", "kill1"])?; // SIGTERM
+        e.wait_status("kill1", "STOPPED")?;
+        ensure!(
+            e.exit_status("kill1")? == 143,
+            "SIGTERM exit status {}",
+            e.exit_status("kill1")?
+        );
+        e.c.ctr(&["task", "delete", "kill1"])?;
+        e.c.ctr_ok(&["containers", "rm", "kill1"])?;
+
+        e.run_d(
+            "kill2",
+            &[],
+            &["sh", "-c", "trap '' TERM; sleep 1000 & wait"],
+        )?;
+        e.c.ctr_ok(&["task", "kill", "kill2"])?;
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(e.task_status("kill2")? == "RUNNING", "TERM must be ignored");
+        e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "--all", "kill2"])?;
+        e.wait_status("kill2", "STOPPED")?;
+        ensure!(
+            e.exit_status("kill2")? == 137,
+            "SIGKILL exit status {}",
+            e.exit_status("kill2")?
+        );
+        let out = e.c.ctr(&["task", "kill", "kill2"])?;
+        // NOT_FOUND "process already finished", as with runc (ctr 1.x prints "not found").
+        ensure!(
+            out.code != 0
+                && (out.stderr.contains("not found") || out.stderr.contains("already finished")),
+            "kill of a stopped task: {out:?}"
+        );
+        e.c.ctr(&["task", "delete", "kill2"])?;
+        e.c.ctr_ok(&["containers", "rm", "kill2"])?;
+        Ok(())
+    });
+
+    r.run(&format!("{p}/task_ps_and_metrics"), || {
+        e.run_d("ps1", &[], &["sh", "-c", "sleep 1000 & sleep 1000"])?;
+        let res = (|| {
+            let out = e.c.ctr_ok(&["task", "ps", "ps1"])?;
+            let pids = out.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+            ensure!(pids >= 2, "task ps: {out}");
+            let out = e.c.ctr_ok(&["task", "metrics", "ps1"])?;
+            let usage = out
+                .lines()
+                .find(|l| l.starts_with("memory.usage_in_bytes") || l.starts_with("memory.usage "))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            ensure!(usage > 0, "task metrics: {out}");
+            Ok(())
+        })();
+        e.remove("ps1");
+        res
+    });
+
+    r.run(&format!("{p}/pause_resume"), || {
+        e.run_d("pause1", &[], &["sleep", "1000"])?;
+        let res = (|| {
+            e.c.ctr_ok(&["task", "pause", "pause1"])?;
+            ensure!(e.task_status("pause1")? == "PAUSED", "not paused");
+            e.c.ctr_ok(&["task", "resume", "pause1"])?;
+            ensure!(e.task_status("pause1")? == "RUNNING", "not resumed");
+            let t = e.topics("pause1");
+            let paused = t.iter().position(|x| x == "/tasks/paused");
+            let resumed = t.iter().position(|x| x == "/tasks/resumed");
+            ensure!(paused.is_some() && paused < resumed, "events: {t:?}");
+            Ok(())
+        })();
+        e.remove("pause1");
+        res
+    });
+
+    r.run(&format!("{p}/detached_kill_delete"), || {
+        e.run_d("det1", &[], &["sh", "-c", "echo started; sleep 1000"])?;
+        ensure!(e.task_status("det1")? == "RUNNING", "not running");
+        e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "det1"])?;
+        e.wait_status("det1", "STOPPED")?;
+        e.c.ctr(&["task", "delete", "det1"])?;
+        e.c.ctr_ok(&["containers", "rm", "det1"])?;
+        ensure!(e.task_status("det1")?.is_empty(), "task still listed");
+        Ok(())
+    });
+
+    r.run(&format!("{p}/env_cwd_readonly_and_bind_mount"), || {
+        let host = e.work.join("hostdir");
+        std::fs::create_dir_all(&host)?;
+        std::fs::write(host.join("hello.txt"), "from the host\n")?;
+        let mount = format!("type=bind,src={},dst=/mnt/host,options=rbind:ro", host.display());
+        let out = e.run(
+            "envcwd",
+            &["--env", "FOO=bar baz", "--cwd", "/tmp", "--read-only", "--mount", &mount],
+            &["sh", "-c", "echo \"$FOO\"; pwd; cat /mnt/host/hello.txt; touch /rootfs-write 2>/dev/null && echo WRITABLE || echo READONLY"],
+        )?
+        .ok()?;
+        ensure!(out.stdout == "bar baz\n/tmp\nfrom the host\nREADONLY\n", "{:?}", out.stdout);
+        Ok(())
+    });
+
+    r.run(&format!("{p}/events_in_order"), || {
+        e.run("ev1", &[], &["true"])?.ok()?;
+        e.run_d("ev2", &[], &["sleep", "1000"])?;
+        e.c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "evx",
+            "ev2",
+            "sh",
+            "-c",
+            "exit 2",
+        ])?;
+        e.remove("ev2");
+        std::thread::sleep(Duration::from_millis(300));
+        let t = e.topics("ev1");
+        ensure!(
+            t == [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "ev1 events: {t:?}"
+        );
+        let t = e.topics("ev2");
+        let want = [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/exit",
+            "/tasks/delete",
+        ];
+        ensure!(t == want, "ev2 events: {t:?}");
+        Ok(())
+    });
+
+    r.run(&format!("{p}/log_uri_file"), || {
+        let log = e.work.join("logs/file1.log");
+        let uri = format!("file://{}", log.display());
+        e.run(
+            "file1",
+            &["--log-uri", &uri],
+            &["sh", "-c", "echo to-file; echo err-to-file >&2"],
+        )?
+        .ok()?;
+        let got = std::fs::read_to_string(&log)?;
+        ensure!(
+            got.contains("to-file\n") && got.contains("err-to-file\n"),
+            "{got:?}"
+        );
+        Ok(())
+    });
+
+    r.run(&format!("{p}/log_uri_binary"), || {
+        // A logging driver in the containerd protocol: fds 3/4 are the streams, closing fd 5
+        // signals readiness.
+        let out_file = e.work.join("logs/binary1.out");
+        let script = e.work.join("logger.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nexec 5>&-\necho \"id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE args=$*\" > {o}.meta\ncat <&3 > {o} &\ncat <&4 > {o}.err\nwait\n",
+                o = out_file.display()
+            ),
+        )?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::create_dir_all(e.work.join("logs"))?;
+        let uri = format!("binary://{}?mode=test", script.display());
+        e.run("binary1", &["--log-uri", &uri], &["sh", "-c", "echo via-binary; echo err-binary >&2"])?.ok()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+            let err = std::fs::read_to_string(out_file.with_extension("out.err")).unwrap_or_default();
+            if out == "via-binary\n" && err == "err-binary\n" {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "logger got stdout {out:?} stderr {err:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let meta = std::fs::read_to_string(out_file.with_extension("out.meta"))?;
+        ensure!(meta.trim() == "id=binary1 ns=e2e args=mode test", "{meta:?}");
+        Ok(())
+    });
+
+    r.run(&format!("{p}/missing_program_is_a_clear_error"), || {
+        let out = e.run("missing1", &[], &["/bin/does-not-exist"])?;
+        ensure!(out.code != 0, "must fail");
+        ensure!(
+            out.stderr.contains("/bin/does-not-exist"),
+            "error does not name the program: {}",
+            out.stderr
+        );
+        e.remove("missing1");
+        Ok(())
+    });
+
+    let has_update =
+        e.c.ctr(&["task", "update", "--help"])
+            .is_ok_and(|o| o.code == 0);
+    if !has_update {
+        r.skip(
+            &format!("{p}/update_names_the_runsc_version"),
+            "this ctr has no `task update`",
+        );
+    } else {
+        r.run(&format!("{p}/update_names_the_runsc_version"), || {
+            e.run_d("upd1", &[], &["sleep", "1000"])?;
+            let out =
+                e.c.ctr(&["task", "update", "--memory-limit", "67108864", "upd1"]);
+            e.remove("upd1");
+            let out = out?;
+            // Neither runsc 20221219 nor 20240729 has `update`: the error says so.
+            ensure!(
+                out.code != 0 && out.stderr.contains("has no `update` command"),
+                "{out:?}"
+            );
+            ensure!(out.stderr.contains("runsc 0.0~20"), "{}", out.stderr);
+            Ok(())
+        });
+    }
+
+    r.run(&format!("{p}/malformed_config_names_the_file"), || {
+        let bad = e.work.join("bad.toml");
+        std::fs::write(&bad, "binary_name = \n")?;
+        let b = bad.display().to_string();
+        let out = e.c.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--runtime-config-path",
+            &b,
+            IMAGE,
+            "badcfg",
+            "true",
+        ])?;
+        e.remove("badcfg");
+        ensure!(out.code != 0 && out.stderr.contains(&b), "{out:?}");
+        Ok(())
+    });
+}
+
+fn wait_output(mut child: Child, limit: Duration) -> Result<Out> {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut stdout = String::new();
+            let mut stderr = String::new();
+            if let Some(mut s) = child.stdout.take() {
+                s.read_to_string(&mut stdout)?;
+            }
+            if let Some(mut s) = child.stderr.take() {
+                s.read_to_string(&mut stderr)?;
+            }
+            return Ok(Out {
+                code: status.code().unwrap_or(-1),
+                stdout,
+                stderr,
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("timed out");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() -> ExitCode {
+    let mut r = Runner::from_args();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: the end-to-end tests need root (real containerd and runsc)");
+        return ExitCode::SUCCESS;
+    }
+    let base =
+        PathBuf::from(std::env::var("E2E_WORK").unwrap_or_else(|_| "/tmp/runsc-shim-e2e".into()));
+    let _ = std::fs::create_dir_all(&base);
+    let image = base.join("busybox.tar");
+    if let Err(e) = e2e::image::build(&image, IMAGE, &[], &["/bin/sh"]) {
+        r.fail("image", format!("{e:#}"));
+        return r.finish();
+    }
+    let shim = versions::shim_binary();
+    for cd in versions::containerds() {
+        for rs in versions::runscs() {
+            let p = format!("containerd-{}/runsc-{}", cd.name, rs.name);
+            if !r.wants_group(&p) {
+                continue;
+            }
+            let work = base.join(format!("c{}-r{}", cd.name, rs.name));
+            match Env::start(&cd, &rs, &shim, &image, &work) {
+                Ok(env) => {
+                    scenarios(&mut r, &env, &p, &rs);
+                    r.run(&format!("{p}/nothing_left_behind"), || env.stop());
+                }
+                Err(e) => r.fail(&p, format!("{e:#}")),
+            }
+        }
+    }
+    r.finish()
+}
