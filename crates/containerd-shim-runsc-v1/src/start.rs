@@ -50,25 +50,25 @@ pub(crate) fn parse_input(input: &[u8], flags: &Flags) -> anyhow::Result<StartIn
     if input.is_empty() {
         return Ok(StartInput::default());
     }
-    if let Ok(params) = BootstrapParams::parse_from_bytes(input) {
-        if params.instance_id == flags.id && params.namespace == flags.namespace {
-            let options = params
-                .extensions
-                .iter()
-                .filter_map(|e| e.value.as_ref())
-                .find(|a| a.type_url.ends_with(config::RUNTIME_OPTIONS_TYPE))
-                .cloned();
-            let level = params.log_level.value();
-            return Ok(StartInput {
-                bootstrap: true,
-                options,
-                ttrpc_address: Some(params.containerd_ttrpc_address.clone())
-                    .filter(|a| !a.is_empty()),
-                socket_dir: params.socket_dir.clone().filter(|d| !d.is_empty()),
-                // LOG_LEVEL_DEBUG = -4, LOG_LEVEL_TRACE = -8.
-                debug: level < 0,
-            });
-        }
+    if let Ok(params) = BootstrapParams::parse_from_bytes(input)
+        && params.instance_id == flags.id
+        && params.namespace == flags.namespace
+    {
+        let options = params
+            .extensions
+            .iter()
+            .filter_map(|e| e.value.as_ref())
+            .find(|a| a.type_url.ends_with(config::RUNTIME_OPTIONS_TYPE))
+            .cloned();
+        let level = params.log_level.value();
+        return Ok(StartInput {
+            bootstrap: true,
+            options,
+            ttrpc_address: Some(params.containerd_ttrpc_address.clone()).filter(|a| !a.is_empty()),
+            socket_dir: params.socket_dir.clone().filter(|d| !d.is_empty()),
+            // LOG_LEVEL_DEBUG = -4, LOG_LEVEL_TRACE = -8.
+            debug: level < 0,
+        });
     }
     let any = Any::parse_from_bytes(input)
         .context("start: runtime options on stdin are not a protobuf Any")?;

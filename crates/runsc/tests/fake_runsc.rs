@@ -1,5 +1,6 @@
 //! The client against a scripted fake runsc: exact argv, output parsing, error recovery from
 //! the JSON log, and the deadline.
+#![allow(clippy::unwrap_used, reason = "test helpers")]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

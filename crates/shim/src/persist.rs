@@ -82,10 +82,10 @@ pub async fn cleanup(
         opts.flags = state.runsc_flags.clone();
         opts.timeout = CLEANUP_RUNSC_TIMEOUT;
         let runsc = runsc::Runsc::new(opts, spawner).with_log(bundle.join("log.json"));
-        if let Err(e) = runsc.delete(id, runsc::DeleteOpts { force: true }).await {
-            if !matches!(e.kind(), runsc::FailureKind::NotFound) {
-                tracing::warn!(error = %e, "runsc delete during cleanup failed");
-            }
+        if let Err(e) = runsc.delete(id, runsc::DeleteOpts { force: true }).await
+            && !matches!(e.kind(), runsc::FailureKind::NotFound)
+        {
+            tracing::warn!(error = %e, "runsc delete during cleanup failed");
         }
     }
     let rootfs = state

@@ -155,11 +155,10 @@ impl Reaper {
             .unclaimed
             .iter()
             .rposition(|e| e.0 == pid && e.2 >= since)
+            && let Some((_, status, _)) = reg.unclaimed.remove(pos)
         {
-            if let Some((_, status, _)) = reg.unclaimed.remove(pos) {
-                let _ = tx.send(status);
-                return rx;
-            }
+            let _ = tx.send(status);
+            return rx;
         }
         reg.waiters.entry(pid).or_default().push(tx);
         rx

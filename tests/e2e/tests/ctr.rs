@@ -175,8 +175,7 @@ impl Env {
             let log = std::fs::read_to_string(&self.events_log).unwrap_or_default();
             let line = log
                 .lines()
-                .filter(|l| l.contains("/tasks/exit") && l.contains(&needle))
-                .last();
+                .rfind(|l| l.contains("/tasks/exit") && l.contains(&needle));
             if let Some(line) = line {
                 let json = &line[line.find('{').unwrap_or(0)..];
                 let v: serde_json::Value = serde_json::from_str(json)?;

@@ -222,10 +222,8 @@ mod tests {
             ws_ypixel: 0,
         };
         // SAFETY: TIOCGWINSZ writes one winsize into the valid pointer.
-        assert_eq!(
-            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) },
-            0
-        );
+        let rc = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+        assert_eq!(rc, 0);
         assert_eq!((ws.ws_col, ws.ws_row), (120, 40));
 
         drop(pty.slave);

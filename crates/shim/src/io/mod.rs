@@ -127,12 +127,13 @@ fn percent_decode(s: &str, query: bool) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(if query && b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -207,11 +208,9 @@ fn open_output_fifo(path: &Path) -> Result<pipe::Sender> {
 
 fn open_log_file(path: &Path, create: bool) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    if create {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .context(|| format!("create log directory {}", parent.display()))?;
-        }
+    if create && let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .context(|| format!("create log directory {}", parent.display()))?;
     }
     std::fs::OpenOptions::new()
         .append(true)

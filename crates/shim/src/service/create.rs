@@ -61,18 +61,18 @@ struct Undo {
 
 impl Undo {
     async fn run(mut self) {
-        if let Some((runsc, id)) = self.runsc.take() {
-            if let Err(e) = runsc.delete(&id, DeleteOpts { force: true }).await {
-                tracing::warn!(error = %e, "rollback: runsc delete failed");
-            }
+        if let Some((runsc, id)) = self.runsc.take()
+            && let Err(e) = runsc.delete(&id, DeleteOpts { force: true }).await
+        {
+            tracing::warn!(error = %e, "rollback: runsc delete failed");
         }
         if let Some(mut io) = self.io.take() {
             io.close().await;
         }
-        if let Some(rootfs) = self.rootfs.take() {
-            if let Err(e) = mount::unmount_all(&rootfs) {
-                tracing::warn!(error = %e.chain(), "rollback: unmount failed");
-            }
+        if let Some(rootfs) = self.rootfs.take()
+            && let Err(e) = mount::unmount_all(&rootfs)
+        {
+            tracing::warn!(error = %e.chain(), "rollback: unmount failed");
         }
         if let Some(f) = self.state_file.take() {
             let _ = std::fs::remove_file(f);
@@ -128,10 +128,10 @@ fn runsc_flags(cfg: &ShimConfig, sandbox_id: &str) -> BTreeMap<String, String> {
         } else {
             Path::new(value.as_str()).parent()
         };
-        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                tracing::warn!(flag = %key, dir = %dir.display(), error = %e, "cannot create runsc log directory");
-            }
+        if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty())
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(flag = %key, dir = %dir.display(), error = %e, "cannot create runsc log directory");
         }
     }
     flags

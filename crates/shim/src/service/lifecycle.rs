@@ -155,10 +155,10 @@ impl Service {
             }
             Status::Stopped => {}
         }
-        if let Err(e) = c.runsc.delete(id, DeleteOpts { force: true }).await {
-            if e.kind() != FailureKind::NotFound {
-                return Err(Error::runsc(format!("delete task {id}"), e));
-            }
+        if let Err(e) = c.runsc.delete(id, DeleteOpts { force: true }).await
+            && e.kind() != FailureKind::NotFound
+        {
+            return Err(Error::runsc(format!("delete task {id}"), e));
         }
         for exec in c.exec_list() {
             if let Some(io) = exec.io.lock().await.as_mut() {

@@ -196,12 +196,11 @@ impl Service {
     /// ResizePty: sets the terminal size (no terminal: nothing to do).
     pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
         let p = self.inner.container(id)?.process(exec_id)?;
-        if let Some(console) = p.console() {
-            if let Err(e) = console.resize(width, height) {
-                if p.snapshot().status == Status::Running {
-                    return Err(Error::io("resize terminal", e));
-                }
-            }
+        if let Some(console) = p.console()
+            && let Err(e) = console.resize(width, height)
+            && p.snapshot().status == Status::Running
+        {
+            return Err(Error::io("resize terminal", e));
         }
         Ok(())
     }
