@@ -91,7 +91,7 @@ impl Error {
     /// created|paused|stopped", "connecting to control server at PID n: connection refused"
     /// (sandbox exited, not yet reaped), "loading container \"x\": file does not exist", "no
     /// such process with PID n", and for a missing subcommand only the usage text
-    /// ("Usage: runsc <flags> <subcommand> ...").
+    /// (`Usage: runsc <flags> <subcommand> ...`).
     pub fn kind(&self) -> FailureKind {
         let Error::Failed { message, .. } = self else {
             return FailureKind::Other;

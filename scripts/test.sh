@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test, as CI runs them (root, Debian 12): format and lint gates, unit tests (fake
+# runsc), then the end-to-end suites against real containerd 1.6/1.7/2.1 and runsc
+# 2022/2024. Extra arguments filter the end-to-end scenarios by name.
+#
+#   scripts/test.sh [FILTER...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== format and lints" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps -q
+
+echo "== unit and integration tests (fake runsc)" >&2
+cargo test --workspace --exclude e2e
+
+echo "== end to end: ctr, real containerd + runsc" >&2
+cargo test -p e2e --test ctr -- "$@"
