@@ -407,7 +407,8 @@ async fn feed(stdin: Option<OwnedFd>, bytes: &[u8]) -> io::Result<()> {
 async fn read_limited(fd: Option<OwnedFd>, buf: &mut Vec<u8>) -> io::Result<()> {
     let Some(fd) = fd else { return Ok(()) };
     let mut rx = pipe::Receiver::from_owned_fd(fd)?;
-    let mut chunk = [0u8; 8192];
+    // On the heap: this future is nested in every runsc call.
+    let mut chunk = vec![0u8; 8192];
     loop {
         let n = rx.read(&mut chunk).await?;
         if n == 0 {

@@ -154,7 +154,8 @@ impl Service {
             }
         }
         let mut undo = Undo::default();
-        let result = inner.create(&req, &mut undo).await;
+        // Boxed: the create future is large and callers keep it on their stack.
+        let result = Box::pin(inner.create(&req, &mut undo)).await;
         let result = match result {
             Ok(container) => {
                 let pid = container.init.snapshot().pid;
@@ -245,6 +246,7 @@ impl Inner {
 
         let mut opts = GlobalOpts::new(binary, runsc_root);
         opts.flags = flags;
+        opts.timeout = self.options.runsc_timeout;
         let runsc = Runsc::new(opts, self.spawner.clone()).with_log(req.bundle.join("log.json"));
 
         let owner = IoOwner {

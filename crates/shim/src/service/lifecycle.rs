@@ -16,7 +16,7 @@ impl Service {
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
         let c = self.inner.container(id)?;
         if !exec_id.is_empty() {
-            return self.inner.start_exec(&c, exec_id).await;
+            return Box::pin(self.inner.start_exec(&c, exec_id)).await;
         }
         let p = c.init.clone();
         let _lifecycle = p.lifecycle.lock().await;

@@ -43,8 +43,24 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Deadline of one runsc invocation.
+    pub runsc_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            runsc_timeout: runsc::GlobalOpts::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
+    options: Options,
     namespace: String,
     reaper: Reaper,
     spawner: Arc<dyn runsc::Spawner>,
@@ -64,8 +80,20 @@ impl Service {
         spawner: Arc<dyn runsc::Spawner>,
         events: Arc<dyn EventSink>,
     ) -> Service {
+        Self::with_options(namespace, reaper, spawner, events, Options::default())
+    }
+
+    /// Like [`Service::new`], with tunables.
+    pub fn with_options(
+        namespace: impl Into<String>,
+        reaper: Reaper,
+        spawner: Arc<dyn runsc::Spawner>,
+        events: Arc<dyn EventSink>,
+        options: Options,
+    ) -> Service {
         Service {
             inner: Arc::new(Inner {
+                options,
                 namespace: namespace.into(),
                 reaper,
                 spawner,

@@ -1,0 +1,685 @@
+//! The task service end to end against a scripted fake runsc: lifecycle, event order, and the
+//! fault paths a real runsc cannot be made to take (failures at each step, hangs, garbage),
+//! each with nothing left behind.
+//!
+//! The fake keeps a "sandbox" per container: a background process that the test process (a
+//! child subreaper, like the shim) reaps, which exits when killed or with the code written
+//! to `<root>/<id>.exit` once started.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use runsc_shim::Error;
+use runsc_shim::events::{Event, EventSink};
+use runsc_shim::io::StdioConfig;
+use runsc_shim::process::Status;
+use runsc_shim::reaper::{Reaper, ReaperSpawner};
+use runsc_shim::service::{CreateRequest, ExecRequest, Options, Service};
+
+const FAKE: &str = r#"#!/bin/sh
+root=""; log=""
+for a in "$@"; do case "$a" in --root=*) root="${a#--root=}";; --log=*) log="${a#--log=}";; esac; done
+sub=""
+for a in "$@"; do case "$a" in --*) ;; *) sub="$a"; break;; esac; done
+last=""; prev=""
+for a in "$@"; do prev="$last"; last="$a"; done
+mkdir -p "$root"
+echo "$sub $last" >> "$root/calls"
+fail() { printf '{"msg":"%s","level":"error","time":"t"}' "$1" >> "$log"; echo "$1" >&2; exit 128; }
+[ -f "$root/fail-$sub" ] && fail "$(cat "$root/fail-$sub")"
+[ -f "$root/hang-$sub" ] && exec sleep 1000
+[ -f "$root/garbage-$sub" ] && { echo '{not json'; exit 0; }
+case "$sub" in
+create)
+  id="$last"
+  for a in "$@"; do case "$a" in --pid-file=*) pidfile="${a#--pid-file=}";; esac; done
+  (
+    while [ ! -f "$root/$id.started" ]; do sleep 0.02; done
+    if [ -f "$root/$id.exit" ]; then exit "$(cat "$root/$id.exit")"; fi
+    exec sleep 1000
+  ) </dev/null >/dev/null 2>&1 &
+  printf '%s' $! > "$pidfile"
+  printf '%s' $! > "$root/$id.pid"
+  ;;
+start) touch "$root/$last.started" ;;
+kill)
+  pid=$(cat "$root/$prev.pid" 2>/dev/null)
+  [ -n "$pid" ] && kill -"$last" "$pid" 2>/dev/null || fail "sandbox is not running" ;;
+delete)
+  pid=$(cat "$root/$last.pid" 2>/dev/null)
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+  rm -f "$root/$last.pid" "$root/$last.started" ;;
+ps) echo '[1,7]' ;;
+events) echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
+pause|resume|update) ;;
+exec)
+  for a in "$@"; do case "$a" in --pid-file=*) pf="${a#--pid-file=}";; --internal-pid-file=*) ipf="${a#--internal-pid-file=}";; --process=*) proc="${a#--process=}";; esac; done
+  if grep -q '"exit5"' "$proc"; then ( sleep 0.1; exit 5 ) </dev/null >/dev/null 2>&1 &
+  else sleep 1000 </dev/null >/dev/null 2>&1 & fi
+  printf '%s' $! > "$pf"; printf '7' > "$ipf" ;;
+*) echo "Usage: runsc <flags> <subcommand> <subcommand args>" >&2; exit 128 ;;
+esac
+exit 0
+"#;
+
+/// One reaper for the whole test process, on its own runtime thread (the per-test runtimes
+/// come and go).
+fn reaper() -> Reaper {
+    static REAPER: OnceLock<Reaper> = OnceLock::new();
+    REAPER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    tx.send(Reaper::start_subreaper().unwrap()).unwrap();
+                    std::future::pending::<()>().await;
+                });
+            });
+            rx.recv().unwrap()
+        })
+        .clone()
+}
+
+#[derive(Debug, Default)]
+struct Events(Mutex<Vec<Event>>);
+
+impl EventSink for Events {
+    fn publish(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Events {
+    fn topics(&self, id: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| match e {
+                Event::Create { container_id, .. }
+                | Event::Start { container_id, .. }
+                | Event::Exit { container_id, .. }
+                | Event::Delete { container_id, .. }
+                | Event::ExecAdded { container_id, .. }
+                | Event::ExecStarted { container_id, .. }
+                | Event::Paused { container_id }
+                | Event::Resumed { container_id }
+                | Event::Oom { container_id } => container_id == id,
+            })
+            .map(|e| e.topic().to_owned())
+            .collect()
+    }
+
+    fn exit_of(&self, id: &str) -> Option<u32> {
+        self.0.lock().unwrap().iter().rev().find_map(|e| match e {
+            Event::Exit {
+                id: pid,
+                exit_status,
+                ..
+            } if pid == id => Some(*exit_status),
+            _ => None,
+        })
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    svc: Service,
+    events: Arc<Events>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Self::with_timeout(Duration::from_secs(20))
+    }
+
+    fn with_timeout(timeout: Duration) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("runsc");
+        std::fs::write(&fake, FAKE).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("runsc.toml"),
+            format!(
+                "binary_name = \"{}\"\nroot = \"{}\"\n",
+                fake.display(),
+                dir.path().join("root").display()
+            ),
+        )
+        .unwrap();
+        let events = Arc::new(Events::default());
+        let r = reaper();
+        let svc = Service::with_options(
+            "ns",
+            r.clone(),
+            Arc::new(ReaperSpawner(r)),
+            events.clone(),
+            Options {
+                runsc_timeout: timeout,
+            },
+        );
+        Fixture { dir, svc, events }
+    }
+
+    fn runsc_root(&self) -> PathBuf {
+        self.dir.path().join("root/ns")
+    }
+
+    /// A bundle with a config.json and an empty rootfs directory.
+    fn bundle(&self, id: &str, terminal: bool) -> PathBuf {
+        let b = self.dir.path().join("bundles").join(id);
+        std::fs::create_dir_all(b.join("rootfs")).unwrap();
+        std::fs::write(
+            b.join("config.json"),
+            format!(
+                r#"{{"ociVersion":"1.0.2","process":{{"terminal":{terminal},"user":{{"uid":0,"gid":0}},"args":["sh"],"cwd":"/"}},"root":{{"path":"rootfs"}}}}"#
+            ),
+        )
+        .unwrap();
+        b
+    }
+
+    fn request(&self, id: &str) -> CreateRequest {
+        let options = runsc_shim::config::RuntimeOptions {
+            config_path: self.dir.path().join("runsc.toml").display().to_string(),
+            ..Default::default()
+        };
+        CreateRequest {
+            id: id.to_owned(),
+            bundle: self.bundle(id, false),
+            rootfs: Vec::new(),
+            stdio: StdioConfig::default(),
+            options: Some((
+                "runtimeoptions.v1.Options".into(),
+                prost::Message::encode_to_vec(&options),
+            )),
+        }
+    }
+
+    fn touch(&self, name: &str, content: &str) {
+        std::fs::create_dir_all(self.runsc_root()).unwrap();
+        std::fs::write(self.runsc_root().join(name), content).unwrap();
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.runsc_root().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn sandbox_alive(pid: u32) -> bool {
+    // A zombie does not count: the reaper collects it.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn lifecycle_exit_code_and_event_order() {
+    let f = Fixture::new();
+    let pid = f.svc.create(f.request("c1")).await.unwrap();
+    assert!(pid > 0);
+    assert_eq!(f.svc.state("c1", "").unwrap().status, Status::Created);
+    f.touch("c1.exit", "7");
+    assert_eq!(f.svc.start("c1", "").await.unwrap(), pid);
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("c1", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 7);
+    let st = f.svc.state("c1", "").unwrap();
+    assert_eq!(
+        (st.status, st.exit.map(|e| e.status)),
+        (Status::Stopped, Some(7))
+    );
+    let d = f.svc.delete("c1", "").await.unwrap();
+    assert_eq!(d.exit_status, 7);
+    assert_eq!(
+        f.events.topics("c1"),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    assert!(matches!(f.svc.state("c1", ""), Err(Error::NotFound(_))));
+    assert!(!f.dir.path().join("bundles/c1/state.json").exists() || f.svc.task_count() == 0);
+    assert!(f.svc.shutdown(), "no tasks left: shutdown is accepted");
+}
+
+#[tokio::test]
+async fn kill_running_reports_128_plus_signal_and_not_found_after() {
+    let f = Fixture::new();
+    let pid = f.svc.create(f.request("k1")).await.unwrap();
+    f.svc.start("k1", "").await.unwrap();
+    f.svc.kill("k1", "", 15, false).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("k1", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 143);
+    assert!(!sandbox_alive(pid));
+    let err = f.svc.kill("k1", "", 9, false).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert!(matches!(
+        f.svc.kill("k1", "", 0, false).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        f.svc.kill("k1", "", 65, false).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    f.svc.delete("k1", "").await.unwrap();
+}
+
+/// runsc refuses to signal a created container; the shim removes it and reports the kill.
+#[tokio::test]
+async fn kill_before_start_ends_the_task() {
+    let f = Fixture::new();
+    let pid = f.svc.create(f.request("kc")).await.unwrap();
+    f.svc.kill("kc", "", 9, false).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("kc", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 137);
+    assert_eq!(f.events.exit_of("kc"), Some(137));
+    assert!(!sandbox_alive(pid));
+    assert!(
+        f.calls().contains(&"delete kc".to_owned()),
+        "{:?}",
+        f.calls()
+    );
+    f.svc.delete("kc", "").await.unwrap();
+    assert_eq!(
+        f.events.topics("kc"),
+        ["/tasks/create", "/tasks/exit", "/tasks/delete"]
+    );
+}
+
+#[tokio::test]
+async fn delete_of_running_task_is_refused() {
+    let f = Fixture::new();
+    f.svc.create(f.request("d1")).await.unwrap();
+    f.svc.start("d1", "").await.unwrap();
+    assert!(matches!(
+        f.svc.delete("d1", "").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        f.svc.start("d1", "").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    f.svc.kill("d1", "", 9, false).await.unwrap();
+    f.svc.wait("d1", "").await.unwrap();
+    f.svc.delete("d1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn exec_lifecycle_and_pids() {
+    let f = Fixture::new();
+    f.svc.create(f.request("e1")).await.unwrap();
+    f.svc.start("e1", "").await.unwrap();
+    let spec = |args: &str| {
+        format!(r#"{{"user":{{"uid":0,"gid":0}},"args":[{args}],"cwd":"/"}}"#).into_bytes()
+    };
+    let req = |exec_id: &str, args: &str| ExecRequest {
+        id: "e1".into(),
+        exec_id: exec_id.into(),
+        stdio: StdioConfig::default(),
+        spec: spec(args),
+    };
+    f.svc.exec(req("x1", r#""exit5""#)).await.unwrap();
+    let err = f.svc.exec(req("x1", r#""sh""#)).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    assert!(matches!(
+        f.svc.exec(req("../x", r#""sh""#)).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        f.svc.exec(req("x9", "")).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        f.svc.kill("e1", "x1", 9, false).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    let pid = f.svc.start("e1", "x1").await.unwrap();
+    assert!(pid > 0);
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("e1", "x1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 5);
+    let d = f.svc.delete("e1", "x1").await.unwrap();
+    assert_eq!(d.exit_status, 5);
+
+    f.svc.exec(req("x2", r#""sleep""#)).await.unwrap();
+    f.svc.start("e1", "x2").await.unwrap();
+    let pids = f.svc.pids("e1").await.unwrap();
+    assert_eq!(pids.len(), 2);
+    // The fake reports internal pid 7 for every exec: it is attributed to x2.
+    assert_eq!(
+        pids.iter()
+            .find(|p| p.pid == 7)
+            .and_then(|p| p.exec_id.clone())
+            .as_deref(),
+        Some("x2")
+    );
+    assert!(matches!(
+        f.svc.delete("e1", "x2").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    let stats = f.svc.stats("e1").await.unwrap();
+    assert_eq!(stats.pids.current, 2);
+
+    f.svc.kill("e1", "", 9, true).await.unwrap();
+    f.svc.wait("e1", "").await.unwrap();
+    f.svc.delete("e1", "").await.unwrap();
+    let t = f.events.topics("e1");
+    assert_eq!(
+        t,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pause_resume_update_and_unknown_update() {
+    let f = Fixture::new();
+    f.svc.create(f.request("p1")).await.unwrap();
+    assert!(
+        matches!(f.svc.stats("p1").await, Err(Error::FailedPrecondition(_))),
+        "no stats before start"
+    );
+    f.svc.start("p1", "").await.unwrap();
+    f.svc.pause("p1").await.unwrap();
+    assert_eq!(f.svc.state("p1", "").unwrap().status, Status::Paused);
+    assert!(matches!(
+        f.svc.pause("p1").await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    f.svc.resume("p1").await.unwrap();
+    assert_eq!(f.svc.state("p1", "").unwrap().status, Status::Running);
+    f.svc
+        .update("p1", br#"{"memory":{"limit":1048576}}"#)
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.svc.update("p1", b"{bad").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    f.touch(
+        "fail-update",
+        "Usage: runsc <flags> <subcommand> <subcommand args>",
+    );
+    let err = f
+        .svc
+        .update("p1", br#"{"memory":{"limit":1048576}}"#)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unimplemented(_)), "{err:?}");
+    assert!(err.to_string().contains("has no `update` command"), "{err}");
+    f.svc.kill("p1", "", 9, false).await.unwrap();
+    f.svc.wait("p1", "").await.unwrap();
+    f.svc.delete("p1", "").await.unwrap();
+    let t = f.events.topics("p1");
+    assert_eq!(&t[2..4], ["/tasks/paused", "/tasks/resumed"]);
+}
+
+/// A failing `runsc create`: runsc's message reaches the caller and everything is undone.
+#[tokio::test]
+async fn create_failure_is_reported_and_rolled_back() {
+    let f = Fixture::new();
+    f.touch("fail-create", "creating container: cannot stat rootfs");
+    let req = f.request("f1");
+    let bundle = req.bundle.clone();
+    let err = f.svc.create(req).await.unwrap_err();
+    assert!(
+        err.chain().contains("cannot stat rootfs"),
+        "{}",
+        err.chain()
+    );
+    assert!(
+        f.calls().contains(&"delete f1".to_owned()),
+        "rollback deletes: {:?}",
+        f.calls()
+    );
+    assert!(!bundle.join("state.json").exists());
+    assert_eq!(f.svc.task_count(), 0);
+    assert!(f.events.topics("f1").is_empty());
+    // The id is free again.
+    std::fs::remove_file(f.runsc_root().join("fail-create")).unwrap();
+    f.svc.create(f.request("f1")).await.unwrap();
+    f.svc.delete("f1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn start_failure_is_reported() {
+    let f = Fixture::new();
+    f.svc.create(f.request("s1")).await.unwrap();
+    f.touch(
+        "fail-start",
+        "starting container: failed to load /bin/nope: no such file or directory",
+    );
+    let err = f.svc.start("s1", "").await.unwrap_err();
+    assert!(
+        err.chain().contains("failed to load /bin/nope"),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(f.svc.state("s1", "").unwrap().status, Status::Created);
+    f.svc.delete("s1", "").await.unwrap();
+}
+
+/// A runsc that hangs is killed at the deadline: the call fails instead of hanging.
+#[tokio::test]
+async fn hung_runsc_times_out() {
+    let f = Fixture::with_timeout(Duration::from_secs(1));
+    f.svc.create(f.request("h1")).await.unwrap();
+    f.svc.start("h1", "").await.unwrap();
+    f.touch("hang-pause", "");
+    let started = std::time::Instant::now();
+    let err = f.svc.pause("h1").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(
+            err,
+            Error::Runsc {
+                source: runsc::Error::Timeout { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        f.svc.state("h1", "").unwrap().status,
+        Status::Running,
+        "state unchanged"
+    );
+    f.touch("hang-create", "");
+    let err = f.svc.create(f.request("h2")).await.unwrap_err();
+    assert!(err.chain().contains("did not finish"), "{}", err.chain());
+    assert_eq!(f.svc.task_count(), 1);
+    std::fs::remove_file(f.runsc_root().join("hang-create")).unwrap();
+    f.svc.kill("h1", "", 9, false).await.unwrap();
+    f.svc.wait("h1", "").await.unwrap();
+    f.svc.delete("h1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_output_is_an_error() {
+    let f = Fixture::new();
+    f.svc.create(f.request("g1")).await.unwrap();
+    f.svc.start("g1", "").await.unwrap();
+    f.touch("garbage-events", "");
+    let err = f.svc.stats("g1").await.unwrap_err();
+    assert!(err.chain().contains("unexpected output"), "{}", err.chain());
+    f.svc.kill("g1", "", 9, false).await.unwrap();
+    f.svc.wait("g1", "").await.unwrap();
+    f.svc.delete("g1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_problem() {
+    let f = Fixture::new();
+    for id in ["", "a/b", "..", &"x".repeat(1000), "a\0b"] {
+        let mut req = f.request("ok");
+        req.id = id.to_owned();
+        let err = f.svc.create(req).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{id:?}: {err:?}");
+    }
+    // Missing config.json.
+    let mut req = f.request("nocfg");
+    std::fs::remove_file(req.bundle.join("config.json")).unwrap();
+    let err = f.svc.create(req.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("config.json"), "{err}");
+    // Malformed config.json.
+    std::fs::write(req.bundle.join("config.json"), "{").unwrap();
+    let err = f.svc.create(req.clone()).await.unwrap_err().to_string();
+    assert!(err.starts_with("invalid OCI spec"), "{err}");
+    // Missing rootfs.
+    req = f.request("noroot");
+    std::fs::remove_dir(req.bundle.join("rootfs")).unwrap();
+    let err = f.svc.create(req.clone()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("rootfs") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        !req.bundle.join("state.json").exists(),
+        "nothing left behind"
+    );
+    // Malformed options and TOML.
+    let mut req = f.request("badopts");
+    req.options = Some(("runtimeoptions.v1.Options".into(), vec![0xff, 0xff]));
+    assert!(
+        f.svc
+            .create(req)
+            .await
+            .unwrap_err()
+            .to_string()
+            .starts_with("malformed runtime options")
+    );
+    let bad_toml = f.dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "root = 5\n").unwrap();
+    let mut req = f.request("badtoml");
+    let opts = runsc_shim::config::RuntimeOptions {
+        config_path: bad_toml.display().to_string(),
+        ..Default::default()
+    };
+    req.options = Some((
+        "runtimeoptions.v1.Options".into(),
+        prost::Message::encode_to_vec(&opts),
+    ));
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&bad_toml.display().to_string()) && err.contains("`root` must be a string"),
+        "{err}"
+    );
+    // binary_name that does not exist.
+    let missing = f.dir.path().join("missing.toml");
+    std::fs::write(&missing, "binary_name = \"/nonexistent/runsc\"\n").unwrap();
+    let mut req = f.request("nobin");
+    let opts = runsc_shim::config::RuntimeOptions {
+        config_path: missing.display().to_string(),
+        ..Default::default()
+    };
+    req.options = Some((
+        "runtimeoptions.v1.Options".into(),
+        prost::Message::encode_to_vec(&opts),
+    ));
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/runsc"), "{err}");
+    // Terminal mismatch between the request and the spec.
+    let mut req = f.request("tty");
+    req.stdio.terminal = true;
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(err.contains("terminal"), "{err}");
+    // Duplicate id.
+    f.svc.create(f.request("dup")).await.unwrap();
+    assert!(matches!(
+        f.svc.create(f.request("dup")).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    f.svc.delete("dup", "").await.unwrap();
+    assert_eq!(f.svc.task_count(), 0);
+    // Unknown task.
+    assert!(matches!(
+        f.svc.start("nope", "").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(f.svc.state("dup", "x"), Err(Error::NotFound(_))));
+}
+
+/// An unwritable runsc root is named in the error.
+#[tokio::test]
+async fn unusable_root_is_named() {
+    let f = Fixture::new();
+    let file_root = f.dir.path().join("a-file");
+    std::fs::write(&file_root, "").unwrap();
+    let cfg = f.dir.path().join("root.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "binary_name = \"{}\"\nroot = \"{}\"\n",
+            f.dir.path().join("runsc").display(),
+            file_root.display()
+        ),
+    )
+    .unwrap();
+    let mut req = f.request("r1");
+    let opts = runsc_shim::config::RuntimeOptions {
+        config_path: cfg.display().to_string(),
+        ..Default::default()
+    };
+    req.options = Some((
+        "runtimeoptions.v1.Options".into(),
+        prost::Message::encode_to_vec(&opts),
+    ));
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains("runsc root") && err.contains("not usable"),
+        "{err}"
+    );
+}
+
+/// Handler futures stay small: they live in every in-flight request (and on the stack of
+/// whoever awaits them).
+#[tokio::test]
+async fn request_futures_stay_small() {
+    let f = Fixture::new();
+    let create = f.svc.create(f.request("sz"));
+    assert!(
+        size_of_val(&create) < 16 * 1024,
+        "create: {} bytes",
+        size_of_val(&create)
+    );
+    drop(create);
+    let start = f.svc.start("sz", "");
+    assert!(
+        size_of_val(&start) < 16 * 1024,
+        "start: {} bytes",
+        size_of_val(&start)
+    );
+}
