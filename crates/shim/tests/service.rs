@@ -220,7 +220,7 @@ impl Fixture {
 fn sandbox_alive(pid: u32) -> bool {
     // A zombie does not count: the reaper collects it.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
         .unwrap_or(false)
 }
 
