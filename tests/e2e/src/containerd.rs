@@ -127,8 +127,10 @@ impl Containerd {
         }
         let w = work.display();
         let disabled = r#"disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]"#;
+        // Config version 2 for containerd 1.x, 3 for 2.x (what each writes by default).
+        let version = if build.major() >= 2 { 3 } else { 2 };
         let config = format!(
-            "version = 2\nroot = \"{w}/root\"\nstate = \"{w}/state\"\n{disabled}\n\
+            "version = {version}\nroot = \"{w}/root\"\nstate = \"{w}/state\"\n{disabled}\n\
              [grpc]\n  address = \"{w}/containerd.sock\"\n\
              [ttrpc]\n  address = \"{w}/containerd.sock.ttrpc\"\n\
              [debug]\n  address = \"{w}/debug.sock\"\n  level = \"debug\"\n{}",

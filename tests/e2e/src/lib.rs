@@ -8,7 +8,9 @@
 )]
 
 pub mod containerd;
+pub mod cri;
 pub mod image;
 pub mod leftovers;
+pub mod pods;
 pub mod runner;
 pub mod versions;

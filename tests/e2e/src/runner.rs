@@ -36,7 +36,9 @@ impl Runner {
     pub fn wants_group(&self, prefix: &str) -> bool {
         self.filters.is_empty()
             || self.filters.iter().any(|f| {
-                prefix.contains(f.as_str()) || f.starts_with(prefix) || !f.starts_with("containerd")
+                prefix.contains(f.as_str())
+                    || f.starts_with(prefix)
+                    || !(f.starts_with("containerd") || f.starts_with("cri-"))
             })
     }
 

@@ -1,0 +1,241 @@
+//! A private containerd with its CRI plugin, a runtime handler `runsc` like the user's
+//! (`runtime_type = "io.containerd.runsc.v1"`, `TypeUrl`/`ConfigPath` options), CNI bridge
+//! networking inside a private network namespace, and local images in `k8s.io`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::containerd::{Config, Containerd, run};
+use crate::cri::Cri;
+use crate::versions::{ContainerdBuild, RunscBuild};
+
+/// The app image.
+pub const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
+/// The pause image (CRI `sandbox_image`).
+pub const PAUSE: &str = "docker.io/library/pause-e2e:latest";
+/// The runtime handler name, as in the user's RuntimeClass.
+pub const HANDLER: &str = "runsc";
+
+/// CRI section of containerd's config for this build.
+pub fn cri_config(
+    build: &ContainerdBuild,
+    runsc_toml: &Path,
+    cni_conf: &Path,
+    cni_bin: &str,
+) -> String {
+    let cfg = runsc_toml.display();
+    let conf = cni_conf.display();
+    if build.major() >= 2 {
+        format!(
+            r#"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{PAUSE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}]
+  runtime_type = "io.containerd.runsc.v1"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}.options]
+  TypeUrl = "io.containerd.runsc.v1.options"
+  ConfigPath = "{cfg}"
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{cni_bin}"]
+  conf_dir = "{conf}"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+"#
+        )
+    } else {
+        format!(
+            r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  enable_selinux = false
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
+  runtime_type = "io.containerd.runsc.v1"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
+  TypeUrl = "io.containerd.runsc.v1.options"
+  ConfigPath = "{cfg}"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "{cni_bin}"
+  conf_dir = "{conf}"
+"#
+        )
+    }
+}
+
+/// A CRI environment.
+#[derive(Debug)]
+pub struct PodEnv {
+    /// containerd (in `netns`).
+    pub containerd: Containerd,
+    /// The CRI client.
+    pub cri: Cri,
+    /// Work directory.
+    pub work: PathBuf,
+    /// runsc state root.
+    pub runsc_root: PathBuf,
+    /// The network namespace containerd runs in.
+    pub netns: String,
+    /// Where pods' cgroups go (below every cgroup v1 hierarchy).
+    pub cgroup_base: String,
+    /// Pod log directories.
+    pub logs: PathBuf,
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    let out = run(cmd, Duration::from_secs(30))?;
+    if out.code != 0 {
+        bail!(
+            "{:?} failed: {}{}",
+            cmd.get_program(),
+            out.stdout,
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
+impl PodEnv {
+    /// Starts containerd `build` with runsc `rs` for CRI, in `work`.
+    pub fn start(
+        build: &ContainerdBuild,
+        rs: &RunscBuild,
+        shim: &Path,
+        work: &Path,
+        runsc_extra: &str,
+    ) -> Result<PodEnv> {
+        let _ = std::fs::remove_dir_all(work);
+        std::fs::create_dir_all(work)?;
+        let tag = work
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("e2e")
+            .replace('.', "");
+        let netns = format!("rsc-{tag}");
+        let _ = run(
+            Command::new("ip").args(["netns", "del", &netns]),
+            Duration::from_secs(10),
+        );
+        sh(Command::new("ip").args(["netns", "add", &netns]))?;
+        sh(Command::new("ip").args(["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]))?;
+
+        let runsc_root = work.join("runsc-root");
+        let runsc_toml = work.join("runsc.toml");
+        std::fs::write(
+            &runsc_toml,
+            format!(
+                "binary_name = \"{}\"\nroot = \"{}\"\n{runsc_extra}\n[runsc_config]\n  network = \"host\"\n",
+                rs.runsc.display(),
+                runsc_root.display()
+            ),
+        )?;
+        let cni_conf = work.join("cni");
+        std::fs::create_dir_all(&cni_conf)?;
+        // Each environment has its own network namespace: the subnet can be the same.
+        let subnet = "10.88.99.0/24";
+        std::fs::write(
+            cni_conf.join("10-e2e.conflist"),
+            format!(
+                r#"{{"cniVersion":"0.4.0","name":"e2e-pods","plugins":[{{"type":"bridge","bridge":"e2ebr0","isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}}]}}"#,
+                work.join("cni-ipam").display()
+            ),
+        )?;
+        let extra = cri_config(build, &runsc_toml, &cni_conf, "/usr/lib/cni");
+        let cfg = Config {
+            extra,
+            netns: Some(netns.clone()),
+        };
+        let mut containerd = Containerd::start(build, &work.join("containerd"), shim, &cfg)?;
+        containerd.namespace = "k8s.io".into();
+        let image = work.join("busybox.tar");
+        crate::image::build(&image, IMAGE, &[], &["/bin/sh"])?;
+        containerd.import(&image)?;
+        let pause = work.join("pause.tar");
+        crate::image::build(&pause, PAUSE, &["/bin/sleep", "2147483647"], &[])?;
+        containerd.import(&pause)?;
+        let mut cri = Cri::connect(&containerd.address())?;
+        cri.version().context("CRI version")?;
+        if !cri.image_present(PAUSE)? {
+            bail!("pause image not visible to CRI");
+        }
+        let logs = work.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        Ok(PodEnv {
+            containerd,
+            cri,
+            work: work.to_path_buf(),
+            runsc_root,
+            netns,
+            cgroup_base: format!("/e2e-{tag}"),
+            logs,
+        })
+    }
+
+    /// Runs a command inside containerd's network namespace.
+    pub fn in_netns(&self, args: &[&str]) -> Result<crate::containerd::Out> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns]).args(args);
+        run(&mut cmd, Duration::from_secs(30))
+    }
+
+    /// Stops containerd and removes the network namespace and cgroups.
+    pub fn stop(&mut self) {
+        if let Ok(pods) = self.cri.list_pods() {
+            for p in pods {
+                let _ = self.cri.remove_pod(&p.id);
+            }
+        }
+        self.containerd.stop();
+        let _ = run(
+            Command::new("ip").args(["netns", "del", &self.netns]),
+            Duration::from_secs(10),
+        );
+        remove_cgroups(&self.cgroup_base);
+    }
+}
+
+/// Removes a cgroup subtree (deepest first) in every v1 hierarchy.
+pub fn remove_cgroups(base: &str) {
+    let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hier.flatten() {
+        let root = h.path().join(base.trim_start_matches('/'));
+        if !root.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        collect_dirs(&root, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
