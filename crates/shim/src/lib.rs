@@ -13,6 +13,7 @@ pub mod ids;
 pub mod io;
 pub mod mount;
 pub mod persist;
+pub mod podspec;
 pub mod process;
 pub mod reaper;
 pub mod service;

@@ -163,6 +163,7 @@ impl Fixture {
             events.clone(),
             Options {
                 runsc_timeout: timeout,
+                ..Options::default()
             },
         );
         Fixture { dir, svc, events }

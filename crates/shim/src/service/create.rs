@@ -15,6 +15,7 @@ use crate::events::Event;
 use crate::io::{ConsoleSocket, IoOwner, ProcessIo, StdioConfig};
 use crate::mount::{self, Mount};
 use crate::persist::PersistedState;
+use crate::podspec;
 use crate::process::Process;
 use crate::spec::{BundleSpec, ContainerKind};
 
@@ -197,7 +198,7 @@ impl Inner {
                 "ignoring unknown configuration keys"
             );
         }
-        let spec = BundleSpec::read(&req.bundle)?;
+        let mut spec = BundleSpec::read(&req.bundle)?;
         if spec.terminal != req.stdio.terminal {
             return Err(Error::InvalidArgument(format!(
                 "the request asks for terminal={} but config.json has process.terminal={}",
@@ -205,6 +206,9 @@ impl Inner {
             )));
         }
         let kind = spec.kind();
+        if podspec::prepare(&mut spec.json, &kind, &self.options.kubelet_pods_dir)? {
+            write_spec(&req.bundle, &spec.json)?;
+        }
         let sandbox_id = match &kind {
             ContainerKind::PodContainer { sandbox_id } => sandbox_id.clone(),
             _ => req.id.clone(),
@@ -265,7 +269,12 @@ impl Inner {
         let create_opts = CreateOpts {
             pid_file: Some(pid_file.clone()),
             console_socket: console_socket.as_ref().map(|s| s.path().to_path_buf()),
-            user_log: None,
+            // gVisor's own log for the pod, next to the containers' logs (sandbox only).
+            user_log: (kind == ContainerKind::PodSandbox)
+                .then(|| spec.annotations.get(crate::spec::CRI_SANDBOX_LOG_DIR))
+                .flatten()
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join("gvisor.log")),
         };
         // runsc gives the root container of a sandbox the stdio of `runsc create`; a later
         // container of a pod gets the stdio of `runsc start`.
@@ -319,6 +328,15 @@ impl Inner {
         undo.state_file = None;
         Ok(container)
     }
+}
+
+/// Rewrites `<bundle>/config.json` (atomically).
+fn write_spec(bundle: &Path, json: &serde_json::Value) -> Result<()> {
+    let path = bundle.join("config.json");
+    let tmp = bundle.join(".config.json.tmp");
+    let bytes = serde_json::to_vec(json).map_err(|e| Error::io("encode config.json", e.into()))?;
+    std::fs::write(&tmp, bytes).context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).context(|| format!("write {}", path.display()))
 }
 
 fn ensure_dir(path: &Path) -> Result<()> {

@@ -48,12 +48,15 @@ pub struct Service {
 pub struct Options {
     /// Deadline of one runsc invocation.
     pub runsc_timeout: std::time::Duration,
+    /// Where the kubelet keeps pod volumes (for gVisor's volume hints).
+    pub kubelet_pods_dir: PathBuf,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             runsc_timeout: runsc::GlobalOpts::DEFAULT_TIMEOUT,
+            kubelet_pods_dir: PathBuf::from(crate::podspec::KUBELET_PODS_DIR),
         }
     }
 }
