@@ -133,13 +133,34 @@ impl Runsc {
             .map(drop)
     }
 
-    /// `runsc wait`: blocks until the container exits. Not subject to the call deadline.
-    pub async fn wait(&self, id: &str) -> Result<WaitResult, Error> {
+    /// `runsc wait`: blocks until the container exits, then reports its status (also for a
+    /// container of a pod that exited earlier, until it is deleted). `timeout: None` waits
+    /// as long as it takes.
+    pub async fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<WaitResult, Error> {
         let args = vec!["wait".into(), id.into()];
         let out = self
-            .run_with("wait", args, Io::Capture { stdin: None }, None)
+            .run_with("wait", args, Io::Capture { stdin: None }, timeout)
             .await?;
         parse("wait", &out)
+    }
+
+    /// Host pid of the gofer of container `id` in sandbox `sandbox_id`, from runsc's state
+    /// file `<root>/<id>_sandbox:<sandbox_id>.state` (key `goferPid`). That file is runsc's
+    /// internal format (the same in 20221219 and 20240729); `None` when it cannot be read.
+    /// A container's gofer exits when the container's last process does.
+    pub fn gofer_pid(&self, id: &str, sandbox_id: &str) -> Option<i32> {
+        #[derive(serde::Deserialize)]
+        struct StateFile {
+            #[serde(rename = "goferPid", default)]
+            gofer_pid: i32,
+        }
+        let path = self
+            .opts
+            .root
+            .join(format!("{id}_sandbox:{sandbox_id}.state"));
+        let bytes = std::fs::read(path).ok()?;
+        let state: StateFile = serde_json::from_slice(&bytes).ok()?;
+        (state.gofer_pid > 0).then_some(state.gofer_pid)
     }
 
     /// `runsc exec --detach`: starts a process in a running container. The helper whose pid

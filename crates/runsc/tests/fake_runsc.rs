@@ -87,7 +87,7 @@ async fn exact_argv_and_parsed_output() {
         std::fs::read(d.join("stdin")).unwrap(),
         br#"{"memory":{"limit":1048576}}"#
     );
-    assert_eq!(r.wait("c1").await.unwrap().exit_status, 143);
+    assert_eq!(r.wait("c1", None).await.unwrap().exit_status, 143);
 
     let create = CreateOpts {
         pid_file: Some(d.join("init.pid")),
@@ -127,6 +127,21 @@ async fn exact_argv_and_parsed_output() {
             ),
         ]
     );
+}
+
+#[test]
+fn gofer_pid_from_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Runsc::new(GlobalOpts::new("runsc", dir.path()), Arc::new(TokioSpawner));
+    assert_eq!(r.gofer_pid("sub", "pod"), None);
+    std::fs::write(
+        dir.path().join("sub_sandbox:pod.state"),
+        r#"{"id":"sub","goferPid":4321,"sandbox":{"pid":99},"status":"running"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.gofer_pid("sub", "pod"), Some(4321));
+    std::fs::write(dir.path().join("sub_sandbox:pod.state"), "{garbage").unwrap();
+    assert_eq!(r.gofer_pid("sub", "pod"), None);
 }
 
 #[tokio::test]

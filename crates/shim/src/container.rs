@@ -28,6 +28,10 @@ pub struct Container {
     pub config: ShimConfig,
     /// The rootfs this shim mounted (unmounted at delete), if any.
     pub mounted_rootfs: Option<PathBuf>,
+    /// Whether the container has a pid namespace of its own (then its gofer exits with it).
+    pub own_pid_ns: bool,
+    /// The sandbox's OOM counter (root containers).
+    pub oom: Option<crate::oom::OomCounter>,
     /// The init process.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -35,6 +39,10 @@ pub struct Container {
 
 impl Container {
     /// A container whose init process is `init`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "plain constructor of a plain struct"
+    )]
     pub fn new(
         id: String,
         bundle: PathBuf,
@@ -42,6 +50,7 @@ impl Container {
         runsc: Runsc,
         config: ShimConfig,
         mounted_rootfs: Option<PathBuf>,
+        own_pid_ns: bool,
         init: Process,
     ) -> Container {
         let sandbox_id = match &kind {
@@ -56,6 +65,8 @@ impl Container {
             runsc,
             config,
             mounted_rootfs,
+            own_pid_ns,
+            oom: None,
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
         }

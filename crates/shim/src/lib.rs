@@ -12,6 +12,7 @@ pub mod events;
 pub mod ids;
 pub mod io;
 pub mod mount;
+pub mod oom;
 pub mod persist;
 pub mod podspec;
 pub mod process;

@@ -112,6 +112,23 @@ impl BundleSpec {
         })
     }
 
+    /// Whether the process gets a pid namespace of its own (a `pid` namespace without a
+    /// `path`); pods sharing one process namespace do not.
+    pub fn own_pid_namespace(&self) -> bool {
+        self.json
+            .pointer("/linux/namespaces")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|nss| {
+                nss.iter().any(|ns| {
+                    ns.get("type").and_then(serde_json::Value::as_str) == Some("pid")
+                        && ns
+                            .get("path")
+                            .and_then(serde_json::Value::as_str)
+                            .is_none_or(str::is_empty)
+                })
+            })
+    }
+
     /// How the container relates to a sandbox.
     pub fn kind(&self) -> ContainerKind {
         ContainerKind::from_annotations(&self.annotations)

@@ -250,8 +250,19 @@ pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_parent: &str) ->
         hostname: name.into(),
         log_directory: log_dir.display().to_string(),
         labels: HashMap::from([("app".to_string(), name.to_string())]),
+        // As the kubelet sets it by default: each container its own pid namespace
+        // (shareProcessNamespace: false); network and IPC shared by the pod.
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.into(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -271,7 +282,53 @@ pub fn container_config(name: &str, image: &str, args: &[&str]) -> ContainerConf
         }),
         command: args.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
-        linux: Some(LinuxContainerConfig::default()),
+        // The kubelet repeats the pod's namespace modes for every container.
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+/// Like [`container_config`], for a pod with one process namespace.
+pub fn shared_pid_container_config(name: &str, image: &str, args: &[&str]) -> ContainerConfig {
+    let mut cfg = container_config(name, image, args);
+    if let Some(ns) = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = NamespaceMode::Pod as i32;
+    }
+    cfg
+}
+
+/// Like [`pod_config`], with one process namespace for the whole pod
+/// (`shareProcessNamespace: true`).
+pub fn shared_pid_pod_config(
+    name: &str,
+    uid: &str,
+    log_dir: &Path,
+    cgroup_parent: &str,
+) -> PodSandboxConfig {
+    let mut cfg = pod_config(name, uid, log_dir, cgroup_parent);
+    if let Some(ns) = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = NamespaceMode::Pod as i32;
+    }
+    cfg
 }

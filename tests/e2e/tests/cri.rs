@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::cri;
+use e2e::cri::{self, ContainerState};
 use e2e::leftovers;
 use e2e::pods::{HANDLER, IMAGE, PodEnv};
 use e2e::runner::Runner;
@@ -40,6 +40,48 @@ fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) 
 fn shims_for(env: &PodEnv) -> Vec<leftovers::Proc> {
     leftovers::shims(&env.containerd.address())
 }
+
+/// A pod and its config, removed with `remove`.
+struct Pod {
+    id: String,
+    cfg: cri::PodSandboxConfig,
+    log_dir: PathBuf,
+}
+
+/// Removes every pod (what a failed scenario may have left).
+fn reset(env: &mut PodEnv) {
+    if let Ok(pods) = env.cri.list_pods() {
+        for p in pods {
+            let _ = env.cri.remove_pod(&p.id);
+        }
+    }
+}
+
+fn new_pod(env: &mut PodEnv, name: &str) -> Result<Pod> {
+    let log_dir = env.logs.join(name);
+    std::fs::create_dir_all(&log_dir)?;
+    let cfg = cri::pod_config(
+        name,
+        &format!("uid-{name}"),
+        &log_dir,
+        &format!("{}/pod{name}", env.cgroup_base),
+    );
+    let id = env.cri.run_pod(&cfg, HANDLER)?;
+    Ok(Pod { id, cfg, log_dir })
+}
+
+fn container(env: &mut PodEnv, pod: &Pod, name: &str, args: &[&str]) -> Result<String> {
+    env.cri
+        .start_container(&pod.id, &cri::container_config(name, IMAGE, args), &pod.cfg)
+}
+
+fn state(env: &mut PodEnv, id: &str) -> Result<(i32, i32)> {
+    let st = env.cri.container_status(id)?;
+    Ok((st.state, st.exit_code))
+}
+
+const EXITED: i32 = ContainerState::ContainerExited as i32;
+const RUNNING: i32 = ContainerState::ContainerRunning as i32;
 
 fn scenarios(r: &mut Runner, env: &mut PodEnv, p: &str, _rs: &RunscBuild) {
     r.run(
@@ -130,6 +172,7 @@ fn scenarios(r: &mut Runner, env: &mut PodEnv, p: &str, _rs: &RunscBuild) {
             Ok(())
         },
     );
+    more_scenarios(r, env, p);
 }
 
 fn main() -> ExitCode {
@@ -172,4 +215,319 @@ fn main() -> ExitCode {
         }
     }
     r.finish()
+}
+
+fn more_scenarios(r: &mut Runner, env: &mut PodEnv, p: &str) {
+    r.run(&format!("{p}/shared_process_namespace_pod"), || {
+        reset(env);
+        let log_dir = env.logs.join("shared");
+        std::fs::create_dir_all(&log_dir)?;
+        let cgroup = format!("{}/podshared", env.cgroup_base);
+        let cfg = cri::shared_pid_pod_config("shared", "uid-shared", &log_dir, &cgroup);
+        let id = env.cri.run_pod(&cfg, HANDLER)?;
+        let pod = Pod { id, cfg, log_dir };
+        let a = env.cri.start_container(
+            &pod.id,
+            &cri::shared_pid_container_config("a", IMAGE, &["sleep", "100000"]),
+            &pod.cfg,
+        )?;
+        let b = env.cri.start_container(
+            &pod.id,
+            &cri::shared_pid_container_config("b", IMAGE, &["sh", "-c", "sleep 1; exit 5"]),
+            &pod.cfg,
+        )?;
+        eventually("b to exit", Duration::from_secs(20), || {
+            Ok(state(env, &b)?.0 == EXITED)
+        })?;
+        ensure!(state(env, &b)? == (EXITED, 5), "{:?}", state(env, &b)?);
+        ensure!(state(env, &a)?.0 == RUNNING, "a: {:?}", state(env, &a)?);
+        env.cri.remove_pod(&pod.id)
+    });
+
+    r.run(
+        &format!("{p}/one_container_exits_3_the_other_keeps_running"),
+        || {
+            let pod = new_pod(env, "exit3")?;
+            let a = container(env, &pod, "stays", &["sleep", "100000"])?;
+            let b = container(env, &pod, "quits", &["sh", "-c", "echo bye; exit 3"])?;
+            eventually("quits to exit", Duration::from_secs(20), || {
+                Ok(state(env, &b)?.0 == EXITED)
+            })?;
+            ensure!(
+                state(env, &b)? == (EXITED, 3),
+                "quits: {:?}",
+                state(env, &b)?
+            );
+            ensure!(state(env, &a)?.0 == RUNNING, "stays: {:?}", state(env, &a)?);
+            let out = env.cri.exec_sync(&a, &["echo", "alive"], 10)?;
+            ensure!(String::from_utf8_lossy(&out.stdout) == "alive\n", "{out:?}");
+            // Replace the exited container (what a restartPolicy does): the pod lives on.
+            env.cri.remove_container(&b)?;
+            let b2 = env.cri.start_container(
+                &pod.id,
+                &cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "quits".into(),
+                        attempt: 1,
+                    }),
+                    ..cri::container_config("quits", IMAGE, &["sh", "-c", "exit 4"])
+                },
+                &pod.cfg,
+            )?;
+            eventually(
+                "restarted container to exit",
+                Duration::from_secs(20),
+                || Ok(state(env, &b2)?.0 == EXITED),
+            )?;
+            ensure!(state(env, &b2)? == (EXITED, 4), "{:?}", state(env, &b2)?);
+            ensure!(state(env, &a)?.0 == RUNNING, "stays died with the restart");
+            env.cri.remove_pod(&pod.id)
+        },
+    );
+
+    r.run(&format!("{p}/stop_container_escalates_to_sigkill"), || {
+        reset(env);
+        let pod = new_pod(env, "grace")?;
+        let c = container(
+            env,
+            &pod,
+            "stubborn",
+            &[
+                "sh",
+                "-c",
+                "trap 'echo got-term' TERM; while true; do sleep 1; done",
+            ],
+        )?;
+        let polite = container(env, &pod, "polite", &["sleep", "100000"])?;
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        env.cri.stop_container(&c, 2)?;
+        let took = started.elapsed();
+        // CRI may answer StopContainer a moment before it records the exit (runc too).
+        eventually("stubborn to be exited", Duration::from_secs(10), || {
+            Ok(state(env, &c)?.0 == EXITED)
+        })?;
+        ensure!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+            "stop took {took:?}"
+        );
+        ensure!(
+            state(env, &c)? == (EXITED, 137),
+            "{:?}",
+            env.cri.container_status(&c)?
+        );
+        let log = read_log(&pod.log_dir.join("stubborn.log"));
+        ensure!(log.contains("got-term"), "SIGTERM first: {log:?}");
+        let started = Instant::now();
+        env.cri.stop_container(&polite, 30)?;
+        ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "SIGTERM should end sleep at once"
+        );
+        eventually("polite to be exited", Duration::from_secs(10), || {
+            Ok(state(env, &polite)?.0 == EXITED)
+        })?;
+        ensure!(
+            state(env, &polite)? == (EXITED, 143),
+            "{:?}",
+            state(env, &polite)?
+        );
+        let started = Instant::now();
+        env.cri.remove_pod(&pod.id)?;
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "pod removal took {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    });
+
+    r.run(&format!("{p}/stats_per_container_and_update"), || {
+        reset(env);
+        let pod = new_pod(env, "stats")?;
+        let busy = container(
+            env,
+            &pod,
+            "busy",
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 100000",
+            ],
+        )?;
+        let idle = container(
+            env,
+            &pod,
+            "idle",
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 100000",
+            ],
+        )?;
+        std::thread::sleep(Duration::from_secs(2));
+        for id in [&busy, &idle] {
+            let st = env.cri.container_stats(id)?;
+            let cpu = st
+                .cpu
+                .as_ref()
+                .and_then(|c| c.usage_core_nano_seconds.as_ref())
+                .map_or(0, |v| v.value);
+            let mem = st
+                .memory
+                .as_ref()
+                .and_then(|m| m.working_set_bytes.as_ref())
+                .map_or(0, |v| v.value);
+            ensure!(
+                cpu > 0 && mem > 0,
+                "stats of {id}: cpu {cpu} mem {mem} ({st:?})"
+            );
+        }
+        let err = env
+            .cri
+            .update_resources(
+                &busy,
+                cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 256 << 20,
+                    ..Default::default()
+                },
+            )
+            .err()
+            .map(|e| format!("{e:#}"));
+        // Neither Debian runsc has `update`: a clear error naming the version.
+        ensure!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("has no `update` command")),
+            "update: {err:?}"
+        );
+        env.cri.remove_pod(&pod.id)
+    });
+
+    r.run(&format!("{p}/server_on_port_3001_reachable_from_the_host"), || {
+        reset(env);
+        let pod = new_pod(env, "web")?;
+        container(
+            env,
+            &pod,
+            "mcp",
+            &["sh", "-c", "mkdir -p /www && echo mcp-ok > /www/index.html && exec httpd -f -p 3001 -h /www"],
+        )?;
+        let ip = env
+            .cri
+            .pod_status(&pod.id)?
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
+            .context("pod has no IP")?;
+        let mut last = String::new();
+        eventually("HTTP answer", Duration::from_secs(20), || {
+            // A plain HTTP/1.0 request with bash's /dev/tcp (the static busybox wget crashes
+            // in glibc's resolver on the host).
+            let script = format!(
+                "exec 3<>/dev/tcp/{ip}/3001 && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+            );
+            let out = env.in_netns(&["bash", "-c", &script])?;
+            last = format!("{out:?}");
+            Ok(out.code == 0 && out.stdout.contains("mcp-ok"))
+        })
+        .with_context(|| {
+            let diag = env.in_netns(&["ip", "-o", "addr"]).map(|o| o.stdout).unwrap_or_default();
+            format!("{last}\nnetns addresses: {diag}")
+        })?;
+        env.cri.remove_pod(&pod.id)
+    });
+
+    r.run(&format!("{p}/oom_killed_reason"), || {
+        reset(env);
+        // The kubelet puts a pod's memory limit on the pod cgroup; the sandbox lives there.
+        let cg = format!("/sys/fs/cgroup/memory{}/podoom", env.cgroup_base);
+        std::fs::create_dir_all(&cg)?;
+        std::fs::write(
+            format!("{cg}/memory.limit_in_bytes"),
+            (192u64 << 20).to_string(),
+        )?;
+        let pod = new_pod(env, "oom")?;
+        let hog = container(
+            env,
+            &pod,
+            "hog",
+            &[
+                "sh",
+                "-c",
+                "sleep 1; dd if=/dev/zero of=/dev/null bs=600M count=1; sleep 100000",
+            ],
+        )?;
+        eventually("the hog to be killed", Duration::from_secs(60), || {
+            Ok(state(env, &hog)?.0 == EXITED)
+        })?;
+        let st = env.cri.container_status(&hog)?;
+        ensure!(
+            st.reason == "OOMKilled",
+            "reason {:?} exit code {}",
+            st.reason,
+            st.exit_code
+        );
+        ensure!(st.exit_code == 137, "exit code {}", st.exit_code);
+        env.cri.remove_pod(&pod.id)
+    });
+
+    r.run(&format!("{p}/reopen_container_log"), || {
+        reset(env);
+        let pod = new_pod(env, "logs")?;
+        let c = container(
+            env,
+            &pod,
+            "ticker",
+            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        )?;
+        let log = pod.log_dir.join("ticker.log");
+        eventually("first ticks", Duration::from_secs(20), || {
+            Ok(read_log(&log).contains("tick"))
+        })?;
+        std::fs::rename(&log, pod.log_dir.join("ticker.log.1"))?;
+        env.cri.reopen_log(&c)?;
+        eventually("ticks in the new file", Duration::from_secs(20), || {
+            Ok(read_log(&log).contains("stdout F tick"))
+        })?;
+        env.cri.remove_pod(&pod.id)
+    });
+
+    r.run(
+        &format!("{p}/ten_pods_created_and_removed_leave_nothing"),
+        || {
+            let before = shims_for(env).len();
+            for round in 0..2 {
+                let mut pods = Vec::new();
+                for i in 0..10 {
+                    let pod = new_pod(env, &format!("many{round}x{i}"))?;
+                    container(env, &pod, "a", &["sleep", "100000"])?;
+                    container(env, &pod, "b", &["sh", "-c", "echo hi; sleep 100000"])?;
+                    pods.push(pod);
+                }
+                let shims = shims_for(env).len() - before;
+                ensure!(shims == 10, "one shim per pod: {shims} shims for 10 pods");
+                for pod in &pods {
+                    env.cri.remove_pod(&pod.id)?;
+                }
+            }
+            eventually("shims to exit", Duration::from_secs(20), || {
+                Ok(shims_for(env).len() == before)
+            })?;
+            let runsc = leftovers::runsc_processes(&env.runsc_root);
+            ensure!(runsc.is_empty(), "runsc processes left: {runsc:?}");
+            let state = env.containerd.work.join("state");
+            let mounts = leftovers::mounts_under(&state);
+            ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
+            let netns = leftovers::dir_entries(&state.join("io.containerd.grpc.v1.cri/netns"));
+            ensure!(netns.is_empty(), "netns left: {netns:?}");
+            let sandboxes = leftovers::dir_entries(&env.runsc_root.join("k8s.io"));
+            ensure!(sandboxes.is_empty(), "runsc state left: {sandboxes:?}");
+            ensure!(
+                env.cri.list_pods()?.is_empty() && env.cri.list_containers()?.is_empty(),
+                "CRI objects left"
+            );
+            Ok(())
+        },
+    );
 }

@@ -307,15 +307,20 @@ impl Inner {
             init.set_console(console);
         }
         *init.io.lock().await = undo.io.take();
-        let container = Arc::new(Container::new(
+        let mut container = Container::new(
             req.id.clone(),
             req.bundle.clone(),
             kind.clone(),
             runsc,
             cfg,
             rootfs,
+            spec.own_pid_namespace(),
             init,
-        ));
+        );
+        if kind.is_root() {
+            container.oom = crate::oom::OomCounter::for_pid(pid);
+        }
+        let container = Arc::new(container);
         if kind.is_root() {
             // The sandbox exits with the root container's status (a signal inside the sandbox
             // arrives as 128+N): no helper process is needed to learn it.

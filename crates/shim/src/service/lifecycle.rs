@@ -35,6 +35,7 @@ impl Service {
                 .map(|io| io.take_process_side())
                 .unwrap_or_default()
         };
+        let since = std::time::Instant::now();
         c.runsc
             .start(id, stdio)
             .await
@@ -49,7 +50,7 @@ impl Service {
             pid,
         });
         if !c.kind.is_root() {
-            self.inner.watch_sub_container(c.clone());
+            self.inner.watch_sub_container(c.clone(), since);
         }
         Ok(pid)
     }
@@ -196,7 +197,8 @@ impl Service {
 }
 
 impl Inner {
-    /// Records the exit of `p` once its status arrives.
+    /// Records the exit of `p` once its status arrives. For the root container of a sandbox
+    /// the exit of the sandbox also ends every container of the pod.
     pub(super) fn watch_exit(
         self: &Arc<Self>,
         c: Arc<Container>,
@@ -209,6 +211,10 @@ impl Inner {
                 Ok(status) => status.code(),
                 Err(_) => 255,
             };
+            let sandbox_exit = c.kind.is_root() && p.exec_id.is_none();
+            if sandbox_exit {
+                inner.sandbox_exited(&c).await;
+            }
             // Deliver the output first, without holding the lifecycle lock.
             if let Some(io) = p.io.lock().await.as_mut() {
                 io.drain().await;
@@ -218,14 +224,81 @@ impl Inner {
         });
     }
 
-    /// Learns the exit of a later container of a pod through `runsc wait`.
-    pub(super) fn watch_sub_container(self: &Arc<Self>, c: Arc<Container>) {
+    /// The sandbox of root container `root` is gone: the containers of its pod are gone too
+    /// (runsc cannot tell their statuses any more). If the kernel OOM-killed the sandbox,
+    /// every container still running gets TaskOOM before its TaskExit.
+    async fn sandbox_exited(&self, root: &Arc<Container>) {
+        let members: Vec<Arc<Container>> = self
+            .table()
+            .values()
+            .filter(|m| !m.kind.is_root() && m.sandbox_id == root.id)
+            .cloned()
+            .collect();
+        let running = |c: &Container| {
+            matches!(
+                c.init.snapshot().status,
+                Status::Running | Status::Paused | Status::Created
+            )
+        };
+        if root.oom.as_ref().is_some_and(|o| o.fired()) {
+            tracing::warn!(sandbox = %root.id, "sandbox was killed for exceeding its memory limit");
+            for c in members
+                .iter()
+                .map(AsRef::as_ref)
+                .chain(std::iter::once(root.as_ref()))
+            {
+                if running(c) {
+                    self.publish(Event::Oom {
+                        container_id: c.id.clone(),
+                    });
+                }
+            }
+        }
+        for m in members {
+            if running(&m) {
+                let _lifecycle = m.init.lifecycle.lock().await;
+                self.finish(&m, &m.init, 128 + libc::SIGKILL as u32).await;
+            }
+        }
+    }
+
+    /// Learns the exit of a later container of a pod. With a pid namespace of its own, its
+    /// gofer exits when it does: one `runsc wait` then reads the status (runsc keeps it until
+    /// the container is deleted), and no process waits alongside the container. Otherwise
+    /// (shared process namespace, or no gofer pid) a `runsc wait` runs for the container's
+    /// lifetime.
+    pub(super) fn watch_sub_container(
+        self: &Arc<Self>,
+        c: Arc<Container>,
+        since: std::time::Instant,
+    ) {
         let inner = self.clone();
+        let gofer = if c.own_pid_ns {
+            c.runsc.gofer_pid(&c.id, &c.sandbox_id)
+        } else {
+            None
+        };
+        if gofer.is_none() {
+            tracing::info!(
+                id = %c.id,
+                own_pid_ns = c.own_pid_ns,
+                "no gofer to watch: waiting with a runsc wait helper"
+            );
+        }
+        let gofer_exit = gofer.map(|pid| self.reaper.watch(pid, since));
         tokio::spawn(async move {
-            let status = match c.runsc.wait(&c.id).await {
+            let timeout = match gofer_exit {
+                Some(exit) => {
+                    let _ = exit.await;
+                    Some(std::time::Duration::from_secs(10))
+                }
+                None => None,
+            };
+            let status = match c.runsc.wait(&c.id, timeout).await {
                 Ok(r) => r.exit_status,
                 Err(e) => {
-                    tracing::warn!(id = %c.id, error = %e, "runsc wait failed");
+                    // The sandbox is gone: its own exit handling ends this container.
+                    tracing::info!(id = %c.id, error = %e, "runsc wait failed");
                     128 + libc::SIGKILL as u32
                 }
             };
