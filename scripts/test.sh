@@ -19,3 +19,6 @@ cargo test --workspace --exclude e2e
 
 echo "== end to end: ctr, real containerd + runsc" >&2
 cargo test -p e2e --test ctr -- "$@"
+
+echo "== end to end: CRI pods, real containerd + runsc + CNI" >&2
+cargo test -p e2e --test cri -- "$@"

@@ -144,6 +144,16 @@ impl Runsc {
         parse("wait", &out)
     }
 
+    /// Removes the lock file runsc may leave behind for a deleted container (runsc 20221219
+    /// does after a sandbox was killed from outside, e.g. by the OOM killer). Only when the
+    /// container's state file is gone.
+    pub fn remove_stale_lock(&self, id: &str, sandbox_id: &str) {
+        let base = format!("{id}_sandbox:{sandbox_id}");
+        if !self.opts.root.join(format!("{base}.state")).exists() {
+            let _ = std::fs::remove_file(self.opts.root.join(format!("{base}.lock")));
+        }
+    }
+
     /// Host pid of the gofer of container `id` in sandbox `sandbox_id`, from runsc's state
     /// file `<root>/<id>_sandbox:<sandbox_id>.state` (key `goferPid`). That file is runsc's
     /// internal format (the same in 20221219 and 20240729); `None` when it cannot be read.

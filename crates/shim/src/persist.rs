@@ -82,7 +82,9 @@ pub async fn cleanup(
         opts.flags = state.runsc_flags.clone();
         opts.timeout = CLEANUP_RUNSC_TIMEOUT;
         let runsc = runsc::Runsc::new(opts, spawner).with_log(bundle.join("log.json"));
-        if let Err(e) = runsc.delete(id, runsc::DeleteOpts { force: true }).await
+        let deleted = runsc.delete(id, runsc::DeleteOpts { force: true }).await;
+        runsc.remove_stale_lock(id, &state.sandbox_id);
+        if let Err(e) = deleted
             && !matches!(e.kind(), runsc::FailureKind::NotFound)
         {
             tracing::warn!(error = %e, "runsc delete during cleanup failed");

@@ -152,12 +152,12 @@ fn change_mount_type(m: &mut Value, to: &str) -> bool {
         m["type"] = Value::String(to.to_owned());
         changed = true;
     }
-    if to != "bind" {
-        if let Some(Value::Array(opts)) = m.get_mut("options") {
-            let before = opts.len();
-            opts.retain(|o| !matches!(o.as_str(), Some("bind" | "rbind")));
-            changed |= opts.len() != before;
-        }
+    if to != "bind"
+        && let Some(Value::Array(opts)) = m.get_mut("options")
+    {
+        let before = opts.len();
+        opts.retain(|o| !matches!(o.as_str(), Some("bind" | "rbind")));
+        changed |= opts.len() != before;
     }
     changed
 }

@@ -161,6 +161,7 @@ impl Service {
         {
             return Err(Error::runsc(format!("delete task {id}"), e));
         }
+        c.runsc.remove_stale_lock(id, &c.sandbox_id);
         for exec in c.exec_list() {
             if let Some(io) = exec.io.lock().await.as_mut() {
                 io.close().await;
@@ -297,8 +298,17 @@ impl Inner {
             let status = match c.runsc.wait(&c.id, timeout).await {
                 Ok(r) => r.exit_status,
                 Err(e) => {
-                    // The sandbox is gone: its own exit handling ends this container.
+                    // The sandbox is gone. Its root container's exit ends this container
+                    // (and knows whether it was an OOM kill): let it.
                     tracing::info!(id = %c.id, error = %e, "runsc wait failed");
+                    let root = inner.table().get(&c.sandbox_id).cloned();
+                    if let Some(root) = root {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            root.init.wait(),
+                        )
+                        .await;
+                    }
                     128 + libc::SIGKILL as u32
                 }
             };
