@@ -22,3 +22,6 @@ cargo test -p e2e --test ctr -- "$@"
 
 echo "== end to end: CRI pods, real containerd + runsc + CNI" >&2
 cargo test -p e2e --test cri -- "$@"
+
+echo "== end to end: the node installer against containerd 1.6/1.7/2.1 default configs" >&2
+cargo test -p e2e --test install -- "$@"

@@ -8,6 +8,7 @@
 mod convert;
 mod delete;
 mod errors;
+mod install;
 mod logging;
 mod publisher;
 mod serve;
@@ -27,6 +28,19 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--version") {
         return print_version();
+    }
+    // Node set-up: not part of containerd's protocol, so it has its own flag syntax.
+    if let Some(cmd @ ("install" | "uninstall")) = args.first().map(String::as_str) {
+        return match install::run(cmd == "uninstall", &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                #[allow(clippy::print_stderr, reason = "command line error")]
+                {
+                    eprintln!("containerd-shim-runsc-v1 {cmd}: {e:#}");
+                }
+                ExitCode::FAILURE
+            }
+        };
     }
     let flags = match containerd_shim::parse(&args) {
         Ok(f) => f,

@@ -87,6 +87,9 @@ pub struct Config {
     pub extra: String,
     /// Run containerd inside this network namespace (`/run/netns/<name>`).
     pub netns: Option<String>,
+    /// Use this complete config file instead of generating one (its gRPC address must be
+    /// `<work>/containerd.sock`).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Containerd {
@@ -136,7 +139,13 @@ impl Containerd {
              [debug]\n  address = \"{w}/debug.sock\"\n  level = \"debug\"\n{}",
             cfg.extra
         );
-        std::fs::write(work.join("config.toml"), config)?;
+        let config_file = match &cfg.config_file {
+            Some(f) => f.clone(),
+            None => {
+                std::fs::write(work.join("config.toml"), config)?;
+                work.join("config.toml")
+            }
+        };
         let log = std::fs::File::create(work.join("containerd.log"))?;
         let path = format!(
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -152,7 +161,7 @@ impl Containerd {
             None => Command::new(&build.containerd),
         };
         cmd.arg("--config")
-            .arg(work.join("config.toml"))
+            .arg(&config_file)
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

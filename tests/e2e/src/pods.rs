@@ -160,6 +160,7 @@ impl PodEnv {
         let cfg = Config {
             extra,
             netns: Some(netns.clone()),
+            config_file: None,
         };
         let mut containerd = Containerd::start(build, &work.join("containerd"), shim, &cfg)?;
         containerd.namespace = "k8s.io".into();
