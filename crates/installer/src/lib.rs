@@ -240,13 +240,13 @@ pub fn plan_install(opts: &Options) -> Result<Plan, Error> {
     if changed || existing.is_none() {
         plan.diff = diff(&opts.containerd_config, &before, &after);
         let backup = backup_path(&opts.containerd_config);
-        if let Some(original) = &existing {
-            if !backup.exists() {
-                plan.actions.push(Action::Write {
-                    path: backup,
-                    content: original.clone(),
-                });
-            }
+        if let Some(original) = &existing
+            && !backup.exists()
+        {
+            plan.actions.push(Action::Write {
+                path: backup,
+                content: original.clone(),
+            });
         }
         plan.actions.push(Action::Write {
             path: opts.containerd_config.clone(),
