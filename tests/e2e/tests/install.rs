@@ -3,6 +3,7 @@
 //! starts and runs gVisor containers through `ctr` and through the CRI handler `runsc`; a
 //! second run changes nothing; `uninstall` restores the original byte for byte; a broken
 //! config is refused and left unchanged.
+#![allow(clippy::expect_used, reason = "test helper")]
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
