@@ -25,3 +25,7 @@ cargo test -p e2e --test cri -- "$@"
 
 echo "== end to end: the node installer against containerd 1.6/1.7/2.1 default configs" >&2
 cargo test -p e2e --test install -- "$@"
+
+echo "== release artefacts: static binary, .deb (installed and removed), tarball" >&2
+packaging/build-release.sh >/dev/null
+packaging/test-deb.sh

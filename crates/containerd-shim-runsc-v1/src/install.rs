@@ -8,7 +8,7 @@ use runsc_shim_installer::{self as installer, Options};
 
 const USAGE: &str = "usage: containerd-shim-runsc-v1 install|uninstall [--dry-run] [--restart] \
 [--bin-dir DIR] [--containerd-config FILE] [--runsc-config FILE] [--runsc PATH] \
-[--containerd PATH] [--runtime-name NAME]";
+[--containerd PATH] [--runtime-name NAME] [--config-version 2|3]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options::default();
@@ -36,6 +36,12 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--runsc" => o.runsc = Some(PathBuf::from(val(flag)?)),
             "--containerd" => o.containerd = Some(PathBuf::from(val(flag)?)),
             "--runtime-name" => o.runtime_name = val(flag)?,
+            "--config-version" => {
+                let v = val(flag)?;
+                o.config_version = Some(v.parse().ok().filter(|v| [2, 3].contains(v)).with_context(|| {
+                    format!("--config-version must be 2 (containerd 1.x) or 3 (containerd 2.x), got {v:?}")
+                })?);
+            }
             "-h" | "--help" => bail!("{USAGE}"),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }

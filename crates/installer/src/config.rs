@@ -92,6 +92,32 @@ pub fn add_runtime(
     Ok(changed)
 }
 
+/// The runtime table `name`, if present.
+pub fn runtime(doc: &DocumentMut, version: i64, name: &str) -> Option<Table> {
+    let mut item = doc.as_item();
+    for key in runtime_path(version, name) {
+        item = item.get(&key)?;
+    }
+    item.as_table().cloned()
+}
+
+/// Replaces runtime `name` with `table` (restoring what a backup had).
+pub fn set_runtime(
+    doc: &mut DocumentMut,
+    version: i64,
+    name: &str,
+    table: Table,
+) -> Result<bool, Error> {
+    if runtime(doc, version, name).is_some_and(|t| t.to_string() == table.to_string()) {
+        return Ok(false);
+    }
+    let path = runtime_path(version, name);
+    let (parents, leaf) = path.split_at(path.len() - 1);
+    let parent = table_mut(doc, parents)?;
+    parent.insert(&leaf[0], Item::Table(table));
+    Ok(true)
+}
+
 /// Removes runtime `name` if it is ours (`runtime_type = "io.containerd.runsc.v1"`), and
 /// the intermediate tables that only existed to hold it. Returns whether anything changed.
 pub fn remove_runtime(doc: &mut DocumentMut, version: i64, name: &str) -> bool {

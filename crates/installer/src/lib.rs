@@ -71,6 +71,8 @@ pub struct Options {
     pub containerd: Option<PathBuf>,
     /// Runtime (handler) name.
     pub runtime_name: String,
+    /// Config version to write into a new config (default: from `containerd --version`).
+    pub config_version: Option<i64>,
     /// Only print what would be done.
     pub dry_run: bool,
     /// Restart containerd afterwards.
@@ -88,6 +90,7 @@ impl Default for Options {
             runsc: None,
             containerd: None,
             runtime_name: "runsc".into(),
+            config_version: None,
             dry_run: false,
             restart: false,
         }
@@ -231,7 +234,11 @@ pub fn plan_install(opts: &Options) -> Result<Plan, Error> {
         config::config_version(&doc)
     } else {
         // A new file: the layout containerd itself writes by default.
-        let v = if containerd_major(opts)? >= 2 { 3 } else { 2 };
+        let v = match opts.config_version {
+            Some(v) => v,
+            None if containerd_major(opts)? >= 2 => 3,
+            None => 2,
+        };
         doc.insert("version", toml_edit::value(v));
         v
     };
@@ -264,14 +271,24 @@ pub fn plan_install(opts: &Options) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-/// Works out what `uninstall` has to do: remove the runtime from the config (leaving the rest
-/// as it is), the installed shim binary, and `runsc.toml` if it is still the default.
+/// Works out what `uninstall` has to do: take the runtime out of the config (or put back the
+/// one the original config had, from the backup), leaving the rest as it is; remove the
+/// installed shim binary, and `runsc.toml` if it is still the default.
 pub fn plan_uninstall(opts: &Options) -> Result<Plan, Error> {
     let mut plan = Plan::default();
+    let backup = backup_path(&opts.containerd_config);
+    let original_runtime = std::fs::read_to_string(&backup).ok().and_then(|t| {
+        let doc = config::parse(&t, &backup).ok()?;
+        config::runtime(&doc, config::config_version(&doc), &opts.runtime_name)
+    });
     if let Ok(before) = std::fs::read_to_string(&opts.containerd_config) {
         let mut doc = config::parse(&before, &opts.containerd_config)?;
         let version = config::config_version(&doc);
-        if config::remove_runtime(&mut doc, version, &opts.runtime_name) {
+        let changed = match original_runtime {
+            Some(table) => config::set_runtime(&mut doc, version, &opts.runtime_name, table)?,
+            None => config::remove_runtime(&mut doc, version, &opts.runtime_name),
+        };
+        if changed {
             let after = doc.to_string();
             plan.diff = diff(&opts.containerd_config, &before, &after);
             plan.actions.push(Action::Write {
@@ -281,7 +298,6 @@ pub fn plan_uninstall(opts: &Options) -> Result<Plan, Error> {
             plan.needs_restart = true;
         }
     }
-    let backup = backup_path(&opts.containerd_config);
     if backup.exists() {
         plan.actions.push(Action::Remove(backup));
     }
@@ -522,6 +538,30 @@ mod tests {
             std::fs::read_to_string(&o.containerd_config).unwrap(),
             "version = 2\n[plugins\n"
         );
+    }
+
+    /// A node that already had a `runsc` runtime (set up by hand, e.g. for gVisor's shim)
+    /// gets it back on uninstall.
+    #[test]
+    fn uninstall_restores_a_preexisting_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let original = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc]\n  runtime_type = \"io.containerd.runsc.v1\"\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runsc.options]\n    ConfigPath = \"/etc/other.toml\"\n";
+        std::fs::write(&o.containerd_config, original).unwrap();
+        apply(&plan_install(&o).unwrap()).unwrap();
+        let installed = std::fs::read_to_string(&o.containerd_config).unwrap();
+        assert!(
+            installed.contains(&o.runsc_config.display().to_string()),
+            "{installed}"
+        );
+        apply(&plan_uninstall(&o).unwrap()).unwrap();
+        let restored = std::fs::read_to_string(&o.containerd_config).unwrap();
+        assert!(
+            restored.contains("ConfigPath = \"/etc/other.toml\""),
+            "{restored}"
+        );
+        assert!(!restored.contains("TypeUrl"), "{restored}");
     }
 
     #[test]
