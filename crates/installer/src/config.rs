@@ -108,14 +108,13 @@ pub fn set_runtime(
     name: &str,
     table: Table,
 ) -> Result<bool, Error> {
-    if runtime(doc, version, name).is_some_and(|t| t.to_string() == table.to_string()) {
-        return Ok(false);
-    }
+    // (A table's own rendering leaves out its sub-tables: compare whole documents.)
+    let before = doc.to_string();
     let path = runtime_path(version, name);
     let (parents, leaf) = path.split_at(path.len() - 1);
     let parent = table_mut(doc, parents)?;
     parent.insert(&leaf[0], Item::Table(table));
-    Ok(true)
+    Ok(doc.to_string() != before)
 }
 
 /// Removes runtime `name` if it is ours (`runtime_type = "io.containerd.runsc.v1"`), and

@@ -363,7 +363,7 @@ fn main() -> Result<()> {
 
     // ---- 2. exec latency
     eprintln!("bench: exec latency");
-    let mut ctr_d = |flags: &[&str], id: &str| -> Result<()> {
+    let ctr_d = |flags: &[&str], id: &str| -> Result<()> {
         let mut a = vec!["run", "-d"];
         a.extend_from_slice(flags);
         a.push(IMAGE);
