@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::events::task as ev;
-use containerd_shim_protos::protobuf::MessageFull;
+use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::types::mount::Mount as PbMount;
@@ -23,11 +23,47 @@ pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
-/// Packs a message with containerd's type URL: the bare full name, no
-/// `type.googleapis.com/` prefix (that is what containerd's `typeurl` produces).
-pub(crate) fn any<M: MessageFull>(m: &M) -> Any {
+/// containerd's type URL of a message: its protobuf full name, with no
+/// `type.googleapis.com/` prefix (what containerd's `typeurl` produces). Spelled out rather
+/// than read from the rust-protobuf descriptor: the first use of a descriptor builds the
+/// reflection tables of its whole .proto file, hundreds of KiB in every shim.
+pub(crate) trait TypeUrl: Message {
+    /// The full name.
+    const TYPE_URL: &'static str;
+}
+
+macro_rules! type_urls {
+    ($($t:ty => $name:literal),* $(,)?) => {
+        $(impl TypeUrl for $t { const TYPE_URL: &'static str = $name; })*
+        #[cfg(test)]
+        fn check_type_urls() {
+            $(assert_eq!(
+                <$t as TypeUrl>::TYPE_URL,
+                <$t as containerd_shim_protos::protobuf::MessageFull>::descriptor().full_name()
+            );)*
+        }
+    };
+}
+
+type_urls! {
+    ev::TaskCreate => "containerd.events.TaskCreate",
+    ev::TaskStart => "containerd.events.TaskStart",
+    ev::TaskExit => "containerd.events.TaskExit",
+    ev::TaskDelete => "containerd.events.TaskDelete",
+    ev::TaskExecAdded => "containerd.events.TaskExecAdded",
+    ev::TaskExecStarted => "containerd.events.TaskExecStarted",
+    ev::TaskPaused => "containerd.events.TaskPaused",
+    ev::TaskResumed => "containerd.events.TaskResumed",
+    ev::TaskOOM => "containerd.events.TaskOOM",
+    v1::Metrics => "io.containerd.cgroups.v1.Metrics",
+    v2::Metrics => "io.containerd.cgroups.v2.Metrics",
+    containerd_shim_protos::shim::oci::ProcessDetails => "containerd.runc.v1.ProcessDetails",
+}
+
+/// Packs a message as an `Any` with containerd's type URL.
+pub(crate) fn any<M: TypeUrl>(m: &M) -> Any {
     Any {
-        type_url: M::descriptor().full_name().to_owned(),
+        type_url: M::TYPE_URL.to_owned(),
         value: m.write_to_bytes().unwrap_or_default(),
         ..Default::default()
     }
@@ -321,6 +357,11 @@ mod tests {
             metrics(&sample(), true).type_url,
             "io.containerd.cgroups.v2.Metrics"
         );
+    }
+
+    #[test]
+    fn type_urls_match_the_descriptors() {
+        check_type_urls();
     }
 
     #[test]

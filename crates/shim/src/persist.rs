@@ -77,7 +77,9 @@ pub async fn cleanup(
 ) -> Result<Cleaned> {
     crate::ids::validate("container id", id)?;
     let state = PersistedState::load(bundle)?;
-    if let Some(state) = &state {
+    // containerd runs this after every normal delete too, on the path of the client's
+    // `task delete`: when runsc has nothing left for this container, there is nothing to ask.
+    if let Some(state) = state.as_ref().filter(|s| runsc_knows(&s.runsc_root, id)) {
         let mut opts = runsc::GlobalOpts::new(&state.binary, &state.runsc_root);
         opts.flags = state.runsc_flags.clone();
         opts.timeout = CLEANUP_RUNSC_TIMEOUT;
@@ -99,9 +101,31 @@ pub async fn cleanup(
     })
 }
 
+/// Whether runsc's root holds any file of container `id` (its state and lock files are named
+/// `<id>_sandbox:<sandbox>.*`; any runsc naming contains the id).
+fn runsc_knows(root: &Path, id: &str) -> bool {
+    match std::fs::read_dir(root) {
+        Ok(entries) => entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(id)),
+        // Unreadable: ask runsc to be safe.
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runsc_knows_its_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!runsc_knows(&dir.path().join("missing"), "c1"));
+        assert!(!runsc_knows(dir.path(), "c1"));
+        std::fs::write(dir.path().join("c1_sandbox:c1.state"), "{}").unwrap();
+        assert!(runsc_knows(dir.path(), "c1"));
+        assert!(!runsc_knows(dir.path(), "c2"));
+    }
 
     #[test]
     fn round_trip() {
