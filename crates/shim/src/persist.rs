@@ -39,7 +39,20 @@ impl PersistedState {
         let tmp = bundle.join(".state.json.tmp");
         let json =
             serde_json::to_vec_pretty(self).map_err(|e| Error::io("encode state", e.into()))?;
-        std::fs::write(&tmp, json).context(|| format!("write {}", tmp.display()))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Root-only: it names the runsc binary and flags the cleanup will run.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .context(|| format!("write {}", tmp.display()))?;
+            f.write_all(&json)
+                .context(|| format!("write {}", tmp.display()))?;
+        }
         std::fs::rename(&tmp, &path).context(|| format!("write {}", path.display()))
     }
 
@@ -96,9 +109,24 @@ pub async fn cleanup(
         .and_then(|s| s.rootfs)
         .unwrap_or_else(|| bundle.join("rootfs"));
     crate::mount::unmount_all(&rootfs)?;
+    remove_dead_socket(bundle);
     Ok(Cleaned {
         exit_status: 128 + libc::SIGKILL as u32,
     })
+}
+
+/// Removes the shim socket named in `<bundle>/address` if no shim answers on it any more
+/// (a shim that was killed cannot remove it itself). A live socket is a pod's shim that
+/// still serves other containers: it stays.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = address.trim().trim_start_matches("unix://");
+    if path.is_empty() || std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return;
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 /// Whether runsc's root holds any file of container `id` (its state and lock files are named

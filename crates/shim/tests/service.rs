@@ -46,20 +46,23 @@ create)
   ;;
 start) touch "$root/$last.started" ;;
 kill)
-  pid=$(cat "$root/$prev.pid" 2>/dev/null)
-  [ -n "$pid" ] && kill -"$last" "$pid" 2>/dev/null || fail "sandbox is not running" ;;
+  target=""
+  for a in "$@"; do case "$a" in --pid=*) target="${a#--pid=}";; esac; done
+  [ -n "$target" ] || target=$(cat "$root/$prev.pid" 2>/dev/null)
+  [ -n "$target" ] && kill -"$last" "$target" 2>/dev/null || fail "sandbox is not running" ;;
 delete)
   pid=$(cat "$root/$last.pid" 2>/dev/null)
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
   rm -f "$root/$last.pid" "$root/$last.started" ;;
-ps) echo '[1,7]' ;;
+ps) printf '[1'; for p in $(cat "$root/$last.execs" 2>/dev/null); do printf ',%s' "$p"; done; echo ']' ;;
 events) echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
 pause|resume|update) ;;
 exec)
   for a in "$@"; do case "$a" in --pid-file=*) pf="${a#--pid-file=}";; --internal-pid-file=*) ipf="${a#--internal-pid-file=}";; --process=*) proc="${a#--process=}";; esac; done
   if grep -q '"exit5"' "$proc"; then ( sleep 0.1; exit 5 ) </dev/null >/dev/null 2>&1 &
   else sleep 1000 </dev/null >/dev/null 2>&1 & fi
-  printf '%s' $! > "$pf"; printf '7' > "$ipf" ;;
+  # The helper's host pid doubles as the "pid inside the sandbox".
+  printf '%s' $! > "$pf"; printf '%s' $! > "$ipf"; echo $! >> "$root/$last.execs" ;;
 *) echo "Usage: runsc <flags> <subcommand> <subcommand args>" >&2; exit 128 ;;
 esac
 exit 0
@@ -369,15 +372,11 @@ async fn exec_lifecycle_and_pids() {
     f.svc.exec(req("x2", r#""sleep""#)).await.unwrap();
     f.svc.start("e1", "x2").await.unwrap();
     let pids = f.svc.pids("e1").await.unwrap();
-    assert_eq!(pids.len(), 2);
-    // The fake reports internal pid 7 for every exec: it is attributed to x2.
-    assert_eq!(
-        pids.iter()
-            .find(|p| p.pid == 7)
-            .and_then(|p| p.exec_id.clone())
-            .as_deref(),
-        Some("x2")
-    );
+    // The fake lists pid 1 and every exec it ever started (x1's is gone from the shim).
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_eq!(pids[0].exec_id, None, "pid 1 is the container's own");
+    let tagged: Vec<_> = pids.iter().filter_map(|p| p.exec_id.as_deref()).collect();
+    assert_eq!(tagged, ["x2"], "{pids:?}");
     assert!(matches!(
         f.svc.delete("e1", "x2").await,
         Err(Error::FailedPrecondition(_))
@@ -683,4 +682,279 @@ async fn request_futures_stay_small() {
         "start: {} bytes",
         size_of_val(&start)
     );
+}
+
+fn exec_req(id: &str, exec_id: &str, args: &str, terminal: bool) -> ExecRequest {
+    ExecRequest {
+        id: id.into(),
+        exec_id: exec_id.into(),
+        stdio: StdioConfig {
+            terminal,
+            ..Default::default()
+        },
+        spec: format!(r#"{{"user":{{"uid":0,"gid":0}},"args":[{args}],"cwd":"/"}}"#).into_bytes(),
+    }
+}
+
+/// A terminal exec whose terminal never arrives is ended and reported, not left hanging.
+#[tokio::test]
+async fn terminal_exec_without_console_fails_cleanly() {
+    let mut f = Fixture::new();
+    f.svc = Service::with_options(
+        "ns",
+        reaper(),
+        Arc::new(ReaperSpawner(reaper())),
+        f.events.clone(),
+        Options {
+            console_timeout: Duration::from_millis(300),
+            ..Options::default()
+        },
+    );
+    f.svc.create(f.request("t1")).await.unwrap();
+    f.svc.start("t1", "").await.unwrap();
+    f.svc
+        .exec(exec_req("t1", "x", r#""sleep""#, true))
+        .await
+        .unwrap();
+    let err = f.svc.start("t1", "x").await.unwrap_err();
+    assert!(err.chain().contains("receive terminal"), "{}", err.chain());
+    assert!(
+        f.calls()
+            .ends_with(&["exec t1".to_owned(), "kill 9".to_owned()]),
+        "the exec was killed: {:?}",
+        f.calls()
+    );
+    assert_eq!(f.svc.state("t1", "x").unwrap().status, Status::Created);
+    f.svc.delete("t1", "x").await.unwrap();
+    f.svc.kill("t1", "", 9, false).await.unwrap();
+    f.svc.wait("t1", "").await.unwrap();
+    f.svc.delete("t1", "").await.unwrap();
+}
+
+/// runsc failing at each later step: the error reaches the caller with runsc's message and
+/// the task stays consistent.
+#[tokio::test]
+async fn runsc_failures_at_each_step() {
+    let f = Fixture::new();
+    f.svc.create(f.request("r1")).await.unwrap();
+    f.svc.start("r1", "").await.unwrap();
+
+    f.touch("fail-exec", "executing processes: no such file");
+    f.svc
+        .exec(exec_req("r1", "x1", r#""sleep""#, false))
+        .await
+        .unwrap();
+    let err = f.svc.start("r1", "x1").await.unwrap_err();
+    assert!(
+        err.chain().contains("executing processes: no such file"),
+        "{}",
+        err.chain()
+    );
+    assert_eq!(
+        f.svc.state("r1", "x1").unwrap().status,
+        Status::Created,
+        "can be retried or deleted"
+    );
+    std::fs::remove_file(f.runsc_root().join("fail-exec")).unwrap();
+    f.svc.start("r1", "x1").await.unwrap();
+
+    f.touch("fail-kill", "permission denied");
+    let err = f.svc.kill("r1", "", 15, false).await.unwrap_err();
+    assert!(err.chain().contains("permission denied"), "{}", err.chain());
+    assert_eq!(f.svc.state("r1", "").unwrap().status, Status::Running);
+    std::fs::remove_file(f.runsc_root().join("fail-kill")).unwrap();
+
+    f.touch("fail-ps", "cannot list");
+    assert!(
+        f.svc
+            .pids("r1")
+            .await
+            .unwrap_err()
+            .chain()
+            .contains("cannot list")
+    );
+    f.touch("fail-events", "cannot collect");
+    assert!(
+        f.svc
+            .stats("r1")
+            .await
+            .unwrap_err()
+            .chain()
+            .contains("cannot collect")
+    );
+    f.touch("fail-pause", "freezer busy");
+    assert!(
+        f.svc
+            .pause("r1")
+            .await
+            .unwrap_err()
+            .chain()
+            .contains("freezer busy")
+    );
+    assert_eq!(
+        f.svc.state("r1", "").unwrap().status,
+        Status::Running,
+        "no state change"
+    );
+
+    f.svc.kill("r1", "", 9, true).await.unwrap();
+    f.svc.wait("r1", "").await.unwrap();
+    f.touch("fail-delete", "device busy");
+    let err = f.svc.delete("r1", "").await.unwrap_err();
+    assert!(err.chain().contains("device busy"), "{}", err.chain());
+    assert_eq!(
+        f.svc.task_count(),
+        1,
+        "a failed delete keeps the task so it can be retried"
+    );
+    std::fs::remove_file(f.runsc_root().join("fail-delete")).unwrap();
+    f.svc.delete("r1", "").await.unwrap();
+    assert_eq!(f.svc.task_count(), 0);
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Many concurrent execs in one container, each exit delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_execs() {
+    let f = Arc::new(Fixture::new());
+    f.svc.create(f.request("c50")).await.unwrap();
+    f.svc.start("c50", "").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("x{i}");
+            f.svc
+                .exec(exec_req("c50", &id, r#""exit5""#, false))
+                .await
+                .unwrap();
+            f.svc.start("c50", &id).await.unwrap();
+            let exit = f.svc.wait("c50", &id).await.unwrap();
+            f.svc.delete("c50", &id).await.unwrap();
+            exit.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 5);
+    }
+    let exits = f
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::Exit { .. }))
+        .count();
+    assert_eq!(exits, 50, "one TaskExit per exec");
+    f.svc.kill("c50", "", 9, false).await.unwrap();
+    f.svc.wait("c50", "").await.unwrap();
+    f.svc.delete("c50", "").await.unwrap();
+}
+
+/// Many containers created and deleted concurrently in one shim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_containers() {
+    let f = Arc::new(Fixture::new());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("cc{i}");
+            f.svc.create(f.request(&id)).await.unwrap();
+            f.touch(&format!("{id}.exit"), &i.to_string());
+            f.svc.start(&id, "").await.unwrap();
+            let exit = f.svc.wait(&id, "").await.unwrap();
+            f.svc.delete(&id, "").await.unwrap();
+            (i, exit.status)
+        }));
+    }
+    for t in tasks {
+        let (i, status) = t.await.unwrap();
+        assert_eq!(status, i);
+    }
+    for i in 0..20 {
+        let t = f.events.topics(&format!("cc{i}"));
+        assert_eq!(
+            t,
+            [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "cc{i}"
+        );
+    }
+    assert_eq!(f.svc.task_count(), 0);
+}
+
+/// A long-running shim creating and deleting containers keeps its descriptors and threads
+/// flat, leaves no zombies, and sends every event once, in order.
+/// `SOAK_CYCLES` (default 200) sets the number of cycles; the documented long run is 1000.
+#[tokio::test]
+async fn create_delete_cycles_leak_nothing() {
+    let cycles: usize = std::env::var("SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let f = Fixture::new();
+    let run = |i: usize| {
+        let f = &f;
+        async move {
+            let id = format!("soak{i}");
+            f.svc.create(f.request(&id)).await.unwrap();
+            f.touch(&format!("{id}.exit"), "0");
+            f.svc.start(&id, "").await.unwrap();
+            f.svc.wait(&id, "").await.unwrap();
+            f.svc.delete(&id, "").await.unwrap();
+        }
+    };
+    // Warm up (lazily created runtime resources), then measure.
+    for i in 0..5 {
+        run(i).await;
+    }
+    let fds = open_fds();
+    for i in 5..cycles {
+        run(i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        open_fds() <= fds + 2,
+        "descriptors grew from {fds} to {}",
+        open_fds()
+    );
+    let events = f.events.0.lock().unwrap().len();
+    assert_eq!(events, cycles * 4, "create, start, exit, delete per cycle");
+    for i in [0, cycles / 2, cycles - 1] {
+        assert_eq!(
+            f.events.topics(&format!("soak{i}")),
+            [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ]
+        );
+    }
+    // No zombie children of this process.
+    let me = std::process::id().to_string();
+    let zombies: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let after = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim().to_owned())
+                .unwrap_or_default();
+            let mut it = after.split_whitespace();
+            it.next() == Some("Z") && it.next() == Some(me.as_str())
+        })
+        .collect();
+    assert!(zombies.is_empty(), "zombies: {zombies:?}");
 }

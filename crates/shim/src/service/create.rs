@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use runsc::{CreateOpts, DeleteOpts, GlobalOpts, Runsc, StdioFds};
 
@@ -18,9 +18,6 @@ use crate::persist::PersistedState;
 use crate::podspec;
 use crate::process::Process;
 use crate::spec::{BundleSpec, ContainerKind};
-
-/// How long runsc may take to hand over the terminal after `create` returned.
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// runsc flags naming files or directories, in which `%ID%` is replaced by the sandbox id.
 /// runsc does this itself only since 2026; the builds deployed today do not.
@@ -293,7 +290,7 @@ impl Inner {
         created.map_err(|e| Error::runsc(format!("create task {}", req.id), e))?;
 
         if let Some(socket) = &console_socket {
-            let console = socket.receive(CONSOLE_TIMEOUT).await?;
+            let console = socket.receive(self.options.console_timeout).await?;
             if let Some(io) = undo.io.as_mut() {
                 io.attach_console(console);
             }

@@ -1,7 +1,7 @@
 //! Exec: adding, starting and deleting extra processes in a running container.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use runsc::ExecOpts;
 
@@ -11,9 +11,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::events::Event;
 use crate::io::{ConsoleSocket, IoOwner, ProcessIo, StdioConfig};
 use crate::process::{Process, Status};
-
-/// How long runsc may take to hand over an exec's terminal after `runsc exec` returned.
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An Exec request.
 #[derive(Debug, Clone, Default)]
@@ -159,12 +156,23 @@ impl Inner {
         // From here the process runs: its exit must be recorded whatever else fails.
         let exit = self.reaper.watch(pid, since);
         if let Some(socket) = &console_socket {
-            match socket.receive(CONSOLE_TIMEOUT).await {
+            match socket.receive(self.options.console_timeout).await {
                 Ok(console) => {
                     p.set_console(console.clone());
                     io.attach_console(console);
                 }
-                Err(e) => tracing::warn!(exec_id, error = %e.chain(), "exec terminal not received"),
+                Err(e) => {
+                    // A terminal exec without its terminal is useless (and would hang its
+                    // client): end it and say why.
+                    let kill = runsc::KillOpts {
+                        all: false,
+                        pid: Some(internal),
+                    };
+                    let _ = c.runsc.kill(&c.id, libc::SIGKILL as u32, kill).await;
+                    let _ = exit.await;
+                    io.close().await;
+                    return Err(e);
+                }
             }
         }
         *p.io.lock().await = Some(io);

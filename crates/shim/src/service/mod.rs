@@ -50,6 +50,9 @@ pub struct Options {
     pub runsc_timeout: std::time::Duration,
     /// Where the kubelet keeps pod volumes (for gVisor's volume hints).
     pub kubelet_pods_dir: PathBuf,
+    /// How long runsc may take to hand over a terminal once create/exec returned (it sends
+    /// it before returning).
+    pub console_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
         Options {
             runsc_timeout: runsc::GlobalOpts::DEFAULT_TIMEOUT,
             kubelet_pods_dir: PathBuf::from(crate::podspec::KUBELET_PODS_DIR),
+            console_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

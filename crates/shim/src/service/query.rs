@@ -62,9 +62,19 @@ impl Service {
     /// Pids: the task's processes (pids inside the sandbox), with exec ids where known.
     pub async fn pids(&self, id: &str) -> Result<Vec<ProcessEntry>> {
         let c = self.inner.container(id)?;
-        match c.init.snapshot().status {
+        let st = c.init.snapshot();
+        match st.status {
             Status::Running | Status::Paused => {}
-            _ => return Ok(Vec::new()),
+            // containerd 1.7+ treats a shim whose task has no processes as leaked when it
+            // restarts, and cleans it up, publishing exit status 137 instead of the real one
+            // (which this shim still has queued for it). Report the task's own pid.
+            Status::Created | Status::Stopped => {
+                return Ok(vec![ProcessEntry {
+                    pid: st.pid,
+                    exec_id: None,
+                }]);
+            }
+            Status::Deleted => return Ok(Vec::new()),
         }
         let procs = c.runsc.ps(id).await.map_err(|e| match e.kind() {
             FailureKind::NotFound | FailureKind::NotRunning => {
