@@ -23,6 +23,9 @@ cargo test -p e2e --test ctr -- "$@"
 echo "== end to end: CRI pods, real containerd + runsc + CNI" >&2
 cargo test -p e2e --test cri -- "$@"
 
+echo "== reliability: containerd restarts, a killed shim, concurrency, soak, floods" >&2
+cargo test -p e2e --test reliability -- "$@"
+
 echo "== end to end: the node installer against containerd 1.6/1.7/2.1 default configs" >&2
 cargo test -p e2e --test install -- "$@"
 

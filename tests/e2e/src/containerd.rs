@@ -78,6 +78,8 @@ pub struct Containerd {
     /// Directory put first on containerd's PATH (holds `containerd-shim-runsc-v1`).
     pub bin_dir: PathBuf,
     child: Option<Child>,
+    /// Config file, PATH and network namespace, to start it again.
+    launch: (PathBuf, String, Option<String>),
 }
 
 /// Extra configuration.
@@ -151,29 +153,16 @@ impl Containerd {
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             bin_dir.display()
         );
-        let mut cmd = match &cfg.netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg(&build.containerd);
-                c
-            }
-            None => Command::new(&build.containerd),
-        };
-        cmd.arg("--config")
-            .arg(&config_file)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd.spawn().context("start containerd")?;
+        drop(log);
         let mut c = Containerd {
             build: build.clone(),
             work: work.to_path_buf(),
             namespace: "e2e".into(),
             bin_dir,
-            child: Some(child),
+            child: None,
+            launch: (config_file, path, cfg.netns.clone()),
         };
+        c.launch()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if c.ctr(&["version"])?.code == 0 {
@@ -190,6 +179,61 @@ impl Containerd {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let (config_file, path, netns) = &self.launch;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.work.join("containerd.log"))?;
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(&self.build.containerd);
+                c
+            }
+            None => Command::new(&self.build.containerd),
+        };
+        cmd.arg("--config")
+            .arg(config_file)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(cmd.spawn().context("start containerd")?);
+        Ok(())
+    }
+
+    /// Stops only the containerd daemon (SIGTERM, as an upgrade does); tasks and shims stay.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) with a pid we own and a valid signal number.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again with the same configuration and waits until it answers.
+    pub fn start_daemon(&mut self) -> Result<()> {
+        self.launch()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.ctr(&["version"])?.code != 0 {
+            if Instant::now() > deadline {
+                bail!("containerd did not come back:\n{}", self.log_tail(30));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
     }
 
     /// containerd's gRPC socket.
