@@ -353,6 +353,29 @@ mod tests {
         assert!(!parse_input(&bytes, &other).unwrap().bootstrap);
     }
 
+    /// Whatever containerd (or anything else) writes to `start`'s stdin, parsing never panics.
+    #[test]
+    fn fuzz_start_input() {
+        let legacy = runtime_options("/etc/containerd/runsc.toml")
+            .write_to_bytes()
+            .unwrap();
+        let boot = BootstrapParams {
+            instance_id: "c1".into(),
+            namespace: "default".into(),
+            socket_dir: Some("/run/s".into()),
+            extensions: vec![Extension {
+                value: Some(runtime_options("/x.toml")).into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        fuzzkit::fuzz("start-input", &[&legacy, &boot, b""], |input| {
+            let _ = parse_input(input, &flags());
+        });
+    }
+
     #[test]
     fn garbage_is_an_error() {
         assert!(parse_input(&[0xff, 0xff, 0xff], &flags()).is_err());

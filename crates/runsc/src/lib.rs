@@ -33,6 +33,7 @@ mod types;
 
 pub use client::{Runsc, StdioFds};
 pub use error::{Error, FailureKind};
+pub use logjson::log_errors;
 pub use opts::{CreateOpts, DeleteOpts, ExecOpts, GlobalOpts, KillOpts, LogFormat};
 pub use spawn::{ExitStatus, Spawned, Spawner, TokioSpawner};
 pub use types::{

@@ -27,13 +27,15 @@ pub(crate) fn last_error(path: &Path, from: u64) -> Option<String> {
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut buf = Vec::with_capacity((len - start) as usize);
     file.take(MAX_TAIL).read_to_end(&mut buf).ok()?;
-    last_error_in(&String::from_utf8_lossy(&buf))
+    log_errors(&String::from_utf8_lossy(&buf))
 }
 
+/// runsc's error messages in the text of its `--log` file, joined with `; `.
+///
 /// runsc writes its JSON log objects back to back, often with no newline between them, and
 /// one failure can produce several (gofer, sandbox, then the CLI's generic summary), the
 /// most useful first. All distinct error messages are kept, in order.
-fn last_error_in(text: &str) -> Option<String> {
+pub fn log_errors(text: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Entry {
         #[serde(default)]
@@ -88,10 +90,10 @@ mod tests {
             "\n",
         );
         assert_eq!(
-            last_error_in(text).as_deref(),
+            log_errors(text).as_deref(),
             Some("first; creating container: cannot find /bin/x")
         );
-        assert_eq!(last_error_in("{\"level\":\"info\",\"msg\":\"x\"}\n"), None);
+        assert_eq!(log_errors("{\"level\":\"info\",\"msg\":\"x\"}\n"), None);
     }
 
     /// As runsc 20221219 writes a bad rootfs: three objects, no newlines, the first is the
@@ -103,7 +105,7 @@ mod tests {
             r#"{"msg":"Error reading mounts file: unexpected end of JSON input\nJSON bytes:\n","level":"error","time":"t"}"#,
             r#"{"msg":"creating container: cannot create sandbox: EOF","level":"error","time":"t"}"#,
         );
-        let msg = last_error_in(text).unwrap();
+        let msg = log_errors(text).unwrap();
         assert!(
             msg.starts_with("Error setting up root FS: mounting root on root"),
             "{msg}"

@@ -200,3 +200,34 @@ async fn missing_bare_path_is_an_error_naming_it() {
         err.chain()
     );
 }
+
+/// The process side of every pipe belongs to `io_uid`/`io_gid` (so a container running as
+/// that user can reopen /proc/self/fd/1), as in containerd's runc shim.
+#[tokio::test]
+async fn pipes_belong_to_io_uid() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return; // chown needs root; CI runs as root
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, out, err) = (dir.path().join("in"), dir.path().join("out"), dir.path().join("err"));
+    for p in [&inp, &out, &err] {
+        mkfifo(p);
+    }
+    let _out_reader = pipe::OpenOptions::new().open_receiver(&out).unwrap();
+    let _err_reader = pipe::OpenOptions::new().open_receiver(&err).unwrap();
+    let cfg = StdioConfig {
+        stdin: inp.display().to_string(),
+        stdout: out.display().to_string(),
+        stderr: err.display().to_string(),
+        terminal: false,
+    };
+    let owner = IoOwner { namespace: "ns", id: "c1", uid: 1234, gid: 5678 };
+    let mut io = ProcessIo::open(&cfg, owner, &reaper()).await.unwrap();
+    let side = io.take_process_side();
+    for fd in [side.stdin.unwrap(), side.stdout.unwrap(), side.stderr.unwrap()] {
+        let meta = std::fs::File::from(fd).metadata().unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    }
+    io.close().await;
+}
