@@ -17,6 +17,9 @@ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps -q
 echo "== unit and integration tests (fake runsc)" >&2
 cargo test --workspace --exclude e2e
 
+echo "== packaging manifests" >&2
+cargo test -p e2e --test manifests
+
 echo "== end to end: ctr, real containerd + runsc" >&2
 cargo test -p e2e --test ctr -- "$@"
 

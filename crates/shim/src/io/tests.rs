@@ -210,7 +210,11 @@ async fn pipes_belong_to_io_uid() {
         return; // chown needs root; CI runs as root
     }
     let dir = tempfile::tempdir().unwrap();
-    let (inp, out, err) = (dir.path().join("in"), dir.path().join("out"), dir.path().join("err"));
+    let (inp, out, err) = (
+        dir.path().join("in"),
+        dir.path().join("out"),
+        dir.path().join("err"),
+    );
     for p in [&inp, &out, &err] {
         mkfifo(p);
     }
@@ -222,10 +226,19 @@ async fn pipes_belong_to_io_uid() {
         stderr: err.display().to_string(),
         terminal: false,
     };
-    let owner = IoOwner { namespace: "ns", id: "c1", uid: 1234, gid: 5678 };
+    let owner = IoOwner {
+        namespace: "ns",
+        id: "c1",
+        uid: 1234,
+        gid: 5678,
+    };
     let mut io = ProcessIo::open(&cfg, owner, &reaper()).await.unwrap();
     let side = io.take_process_side();
-    for fd in [side.stdin.unwrap(), side.stdout.unwrap(), side.stderr.unwrap()] {
+    for fd in [
+        side.stdin.unwrap(),
+        side.stdout.unwrap(),
+        side.stderr.unwrap(),
+    ] {
         let meta = std::fs::File::from(fd).metadata().unwrap();
         assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
     }
