@@ -27,7 +27,7 @@ impl Rng {
     }
 
     /// Next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -36,7 +36,7 @@ impl Rng {
 
     /// A value below `n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -87,7 +87,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             }
             1 => {
                 let i = rng.below(len + 1);
-                v.insert(i, rng.next() as u8);
+                v.insert(i, rng.next_u64() as u8);
             }
             2 if len > 0 => {
                 let i = rng.below(len);
@@ -117,7 +117,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 let i = rng.below(len);
                 v[i] = [0u8, 0x7f, 0x80, 0xff, b'9'][rng.below(5)];
             }
-            _ => v.push(rng.next() as u8),
+            _ => v.push(rng.next_u64() as u8),
         }
     }
     v
