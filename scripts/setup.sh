@@ -3,7 +3,7 @@
 # name from Debian's archive), fetches the newer containerd and runsc builds the tests also
 # use, and builds the workspace. Idempotent: installed packages are not fetched again.
 #
-#   scripts/setup.sh [--release]
+#   scripts/setup.sh [--release | --no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,7 @@ if command -v rustup >/dev/null && ! rustup run 1.95.0 true >/dev/null 2>&1; the
   fi
 fi
 
+[[ "${1:-}" == "--no-build" ]] && exit 0
 profile_flag=()
 [[ "${1:-}" == "--release" ]] && profile_flag=(--release)
 log "cargo build ${profile_flag[*]}"

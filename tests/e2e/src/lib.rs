@@ -13,4 +13,5 @@ pub mod image;
 pub mod leftovers;
 pub mod pods;
 pub mod runner;
+pub mod stream;
 pub mod versions;
