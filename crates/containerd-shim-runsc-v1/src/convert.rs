@@ -197,8 +197,26 @@ pub(crate) fn metrics(s: &runsc::Stats, cgroup_v2: bool) -> Any {
     }
 }
 
-fn network<T: Default>(s: &runsc::Stats, f: impl Fn(&runsc::InterfaceStats) -> T) -> Vec<T> {
-    s.network_interfaces.iter().flatten().map(f).collect()
+/// Network interfaces as `$ty` (the v1 and v2 `NetworkStat` messages have the same fields).
+macro_rules! network_stats {
+    ($s:expr, $($ty:ident)::+) => {
+        $s.network_interfaces
+            .iter()
+            .flatten()
+            .map(|n| $($ty)::+ {
+                name: n.name.clone(),
+                rx_bytes: n.rx_bytes,
+                rx_packets: n.rx_packets,
+                rx_errors: n.rx_errors,
+                rx_dropped: n.rx_dropped,
+                tx_bytes: n.tx_bytes,
+                tx_packets: n.tx_packets,
+                tx_errors: n.tx_errors,
+                tx_dropped: n.tx_dropped,
+                ..Default::default()
+            })
+            .collect()
+    };
 }
 
 pub(crate) fn metrics_v1(s: &runsc::Stats) -> v1::Metrics {
@@ -252,18 +270,7 @@ pub(crate) fn metrics_v1(s: &runsc::Stats) -> v1::Metrics {
             ..Default::default()
         })
         .into(),
-        network: network(s, |n| v1::NetworkStat {
-            name: n.name.clone(),
-            rx_bytes: n.rx_bytes,
-            rx_packets: n.rx_packets,
-            rx_errors: n.rx_errors,
-            rx_dropped: n.rx_dropped,
-            tx_bytes: n.tx_bytes,
-            tx_packets: n.tx_packets,
-            tx_errors: n.tx_errors,
-            tx_dropped: n.tx_dropped,
-            ..Default::default()
-        }),
+        network: network_stats!(s, v1::NetworkStat),
         ..Default::default()
     }
 }
@@ -301,18 +308,7 @@ pub(crate) fn metrics_v2(s: &runsc::Stats) -> v2::Metrics {
             ..Default::default()
         })
         .into(),
-        network: network(s, |n| v2::NetworkStat {
-            name: n.name.clone(),
-            rx_bytes: n.rx_bytes,
-            rx_packets: n.rx_packets,
-            rx_errors: n.rx_errors,
-            rx_dropped: n.rx_dropped,
-            tx_bytes: n.tx_bytes,
-            tx_packets: n.tx_packets,
-            tx_errors: n.tx_errors,
-            tx_dropped: n.tx_dropped,
-            ..Default::default()
-        }),
+        network: network_stats!(s, v2::NetworkStat),
         ..Default::default()
     }
 }

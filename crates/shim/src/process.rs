@@ -203,18 +203,21 @@ mod tests {
     use super::*;
     use Status::*;
 
+    /// The diagram in the module documentation, edge by edge.
+    const ALLOWED: [(Status, Status); 8] = [
+        (Created, Running),
+        (Created, Stopped),
+        (Created, Deleted),
+        (Running, Paused),
+        (Running, Stopped),
+        (Paused, Running),
+        (Paused, Stopped),
+        (Stopped, Deleted),
+    ];
+
     #[test]
     fn allowed_transitions() {
-        for (from, to) in [
-            (Created, Running),
-            (Created, Stopped),
-            (Created, Deleted),
-            (Running, Paused),
-            (Running, Stopped),
-            (Paused, Running),
-            (Paused, Stopped),
-            (Stopped, Deleted),
-        ] {
+        for (from, to) in ALLOWED {
             let mut s = State {
                 status: from,
                 ..State::new()
@@ -228,19 +231,9 @@ mod tests {
     #[test]
     fn forbidden_transitions() {
         let all = [Created, Running, Paused, Stopped, Deleted];
-        let allowed = [
-            (Created, Running),
-            (Created, Stopped),
-            (Created, Deleted),
-            (Running, Paused),
-            (Running, Stopped),
-            (Paused, Running),
-            (Paused, Stopped),
-            (Stopped, Deleted),
-        ];
         for from in all {
             for to in all {
-                if allowed.contains(&(from, to)) {
+                if ALLOWED.contains(&(from, to)) {
                     continue;
                 }
                 let mut s = State {

@@ -302,19 +302,7 @@ impl Containerd {
                 let _ = self.ctr(&["containers", "rm", id]);
             }
         }
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) with a pid we own and a valid signal number.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_daemon();
     }
 }
 

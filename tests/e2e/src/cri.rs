@@ -238,6 +238,17 @@ impl Cri {
     }
 }
 
+/// The kubelet's default namespace modes: each container its own pid namespace
+/// (`shareProcessNamespace: false`); network and IPC shared by the pod.
+fn kubelet_namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 /// A pod config: name, uid, log directory, cgroup parent, host-network off.
 pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_parent: &str) -> PodSandboxConfig {
     PodSandboxConfig {
@@ -250,17 +261,10 @@ pub fn pod_config(name: &str, uid: &str, log_dir: &Path, cgroup_parent: &str) ->
         hostname: name.into(),
         log_directory: log_dir.display().to_string(),
         labels: HashMap::from([("app".to_string(), name.to_string())]),
-        // As the kubelet sets it by default: each container its own pid namespace
-        // (shareProcessNamespace: false); network and IPC shared by the pod.
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.into(),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -285,12 +289,7 @@ pub fn container_config(name: &str, image: &str, args: &[&str]) -> ContainerConf
         // The kubelet repeats the pod's namespace modes for every container.
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -308,7 +307,7 @@ pub fn shared_pid_container_config(name: &str, image: &str, args: &[&str]) -> Co
         .and_then(|l| l.security_context.as_mut())
         .and_then(|s| s.namespace_options.as_mut())
     {
-        ns.pid = NamespaceMode::Pod as i32;
+        share_pids(ns);
     }
     cfg
 }
@@ -328,7 +327,12 @@ pub fn shared_pid_pod_config(
         .and_then(|l| l.security_context.as_mut())
         .and_then(|s| s.namespace_options.as_mut())
     {
-        ns.pid = NamespaceMode::Pod as i32;
+        share_pids(ns);
     }
     cfg
+}
+
+/// One process namespace for the whole pod (`shareProcessNamespace: true`).
+fn share_pids(ns: &mut NamespaceOption) {
+    ns.pid = NamespaceMode::Pod as i32;
 }

@@ -107,3 +107,33 @@ impl Runner {
         }
     }
 }
+
+/// Whether the tests run as root (real containerd and runsc need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The scratch directory of the end-to-end suites (`$E2E_WORK`, default `/tmp/runsc-shim-e2e`).
+pub fn work_base() -> std::path::PathBuf {
+    std::env::var_os("E2E_WORK")
+        .map_or_else(|| "/tmp/runsc-shim-e2e".into(), std::path::PathBuf::from)
+}
+
+/// Polls `f` every 100 ms until it returns `true`, failing after `limit`.
+pub fn eventually(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

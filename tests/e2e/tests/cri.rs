@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use e2e::cri::{self, ContainerState};
 use e2e::leftovers;
 use e2e::pods::{HANDLER, IMAGE, PodEnv};
-use e2e::runner::Runner;
+use e2e::runner::{self, Runner, eventually};
 use e2e::versions::{self, RunscBuild};
 
 fn read_log(path: &Path) -> String {
@@ -24,19 +24,6 @@ fn read_log(path: &Path) -> String {
 }
 
 /// Waits until `f` holds.
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn shims_for(env: &PodEnv) -> Vec<leftovers::Proc> {
     leftovers::shims(&env.containerd.address())
 }
@@ -177,13 +164,11 @@ fn scenarios(r: &mut Runner, env: &mut PodEnv, p: &str, _rs: &RunscBuild) {
 
 fn main() -> ExitCode {
     let mut r = Runner::from_args();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !runner::is_root() {
         println!("SKIPPED: the end-to-end tests need root (real containerd and runsc)");
         return ExitCode::SUCCESS;
     }
-    let base =
-        PathBuf::from(std::env::var("E2E_WORK").unwrap_or_else(|_| "/tmp/runsc-shim-e2e".into()));
+    let base = runner::work_base();
     let shim = versions::shim_binary();
     for cd in versions::containerds() {
         for rs in versions::runscs() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use e2e::containerd::{Config, Containerd, Out, run};
 use e2e::leftovers;
-use e2e::runner::Runner;
+use e2e::runner::{self, Runner};
 use e2e::versions::{self, ContainerdBuild, RunscBuild};
 
 const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
@@ -25,7 +25,8 @@ const RUNTIME: &str = "io.containerd.runsc.v1";
 /// One containerd x runsc environment.
 struct Env {
     c: Containerd,
-    runsc_toml: PathBuf,
+    /// The runtime options file (`--runtime-config-path`).
+    runsc_toml: String,
     runsc_root: PathBuf,
     work: PathBuf,
     events: Child,
@@ -70,7 +71,7 @@ impl Env {
             .context("start ctr events")?;
         Ok(Env {
             c,
-            runsc_toml,
+            runsc_toml: runsc_toml.display().to_string(),
             runsc_root,
             work: work.to_path_buf(),
             events,
@@ -79,43 +80,42 @@ impl Env {
     }
 
     fn cfg(&self) -> String {
-        self.runsc_toml.display().to_string()
+        self.runsc_toml.clone()
     }
 
     /// `ctr run --rm` with our runtime.
     fn run(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<Out> {
-        let cfg = self.cfg();
-        let mut a = vec![
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--runtime-config-path",
-            &cfg,
-        ];
-        a.extend_from_slice(flags);
-        a.push(IMAGE);
-        a.push(id);
-        a.extend_from_slice(args);
-        self.c.ctr(&a)
+        self.c.ctr(&self.run_args("--rm", id, flags, args))
     }
 
     /// `ctr run -d`.
     fn run_d(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<()> {
-        let cfg = self.cfg();
+        self.c
+            .ctr_ok(&self.run_args("-d", id, flags, args))
+            .map(drop)
+    }
+
+    /// The `ctr run` arguments for our runtime and the image.
+    fn run_args<'a>(
+        &'a self,
+        mode: &'a str,
+        id: &'a str,
+        flags: &[&'a str],
+        args: &[&'a str],
+    ) -> Vec<&'a str> {
         let mut a = vec![
             "run",
-            "-d",
+            mode,
             "--runtime",
             RUNTIME,
             "--runtime-config-path",
-            &cfg,
+            &self.runsc_toml,
         ];
         a.extend_from_slice(flags);
         a.push(IMAGE);
         a.push(id);
         a.extend_from_slice(args);
-        self.c.ctr_ok(&a).map(drop)
+        a
     }
 
     /// A shell command line under a pseudo-terminal (`ctr -t` needs one).
@@ -650,13 +650,11 @@ fn wait_output(mut child: Child, limit: Duration) -> Result<Out> {
 
 fn main() -> ExitCode {
     let mut r = Runner::from_args();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !runner::is_root() {
         println!("SKIPPED: the end-to-end tests need root (real containerd and runsc)");
         return ExitCode::SUCCESS;
     }
-    let base =
-        PathBuf::from(std::env::var("E2E_WORK").unwrap_or_else(|_| "/tmp/runsc-shim-e2e".into()));
+    let base = runner::work_base();
     let _ = std::fs::create_dir_all(&base);
     let image = base.join("busybox.tar");
     if let Err(e) = e2e::image::build(&image, IMAGE, &[], &["/bin/sh"]) {

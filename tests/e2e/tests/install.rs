@@ -10,14 +10,14 @@
     reason = "test runner output"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::containerd::{Config, Containerd, run};
 use e2e::cri::{self, Cri};
-use e2e::runner::Runner;
+use e2e::runner::{self, Runner};
 use e2e::versions::{self, ContainerdBuild};
 use toml_edit::{DocumentMut, Item, Table, value};
 
@@ -337,13 +337,11 @@ fn scenario(build: &ContainerdBuild, work: &Path) -> Result<()> {
 
 fn main() -> ExitCode {
     let mut r = Runner::from_args();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !runner::is_root() {
         println!("SKIPPED: the installer tests need root (they start containerd)");
         return ExitCode::SUCCESS;
     }
-    let base =
-        PathBuf::from(std::env::var("E2E_WORK").unwrap_or_else(|_| "/tmp/runsc-shim-e2e".into()));
+    let base = runner::work_base();
     for build in versions::containerds() {
         let name = format!("install/containerd-{}", build.name);
         let work = base.join(format!("install-{}", build.name));

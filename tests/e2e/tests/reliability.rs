@@ -14,27 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use e2e::cri::{self, ContainerState, Cri};
 use e2e::leftovers::{self, Proc};
 use e2e::pods::{HANDLER, IMAGE, PodEnv};
-use e2e::runner::Runner;
+use e2e::runner::{self, Runner, eventually};
 use e2e::versions::{self, ContainerdBuild, RunscBuild};
 
 const RUNTIME: &str = "io.containerd.runsc.v1";
-
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -444,13 +431,11 @@ fn scenarios(r: &mut Runner, e: &mut Env, p: &str) {
 
 fn main() -> ExitCode {
     let mut r = Runner::from_args();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !runner::is_root() {
         println!("SKIPPED: the reliability tests need root (real containerd and runsc)");
         return ExitCode::SUCCESS;
     }
-    let base =
-        PathBuf::from(std::env::var("E2E_WORK").unwrap_or_else(|_| "/tmp/runsc-shim-e2e".into()));
+    let base = runner::work_base();
     let shim = versions::shim_binary();
     let rs: RunscBuild = versions::runscs().remove(0);
     for cd in versions::containerds() {

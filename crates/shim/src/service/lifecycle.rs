@@ -105,14 +105,7 @@ impl Service {
                             "task {id} is paused: only SIGKILL can be delivered"
                         )));
                     }
-                    c.runsc
-                        .resume(id)
-                        .await
-                        .map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
-                    p.state().transition(Status::Running)?;
-                    self.inner.publish(Event::Resumed {
-                        container_id: id.to_owned(),
-                    });
+                    self.inner.resume_locked(&c).await?;
                 }
                 c.runsc
                     .kill(id, signal, KillOpts { all, pid: None })

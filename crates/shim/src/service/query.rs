@@ -3,6 +3,7 @@
 use runsc::FailureKind;
 
 use super::{Inner, Service};
+use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::io::StdioConfig;
@@ -183,15 +184,7 @@ impl Service {
                 "cannot resume task {id}: it is {status:?}"
             )));
         }
-        c.runsc
-            .resume(id)
-            .await
-            .map_err(|e| Error::runsc(format!("resume task {id}"), e))?;
-        p.state().transition(Status::Running)?;
-        self.inner.publish(Event::Resumed {
-            container_id: id.to_owned(),
-        });
-        Ok(())
+        self.inner.resume_locked(&c).await
     }
 
     /// CloseIO: no more input for the process.
@@ -212,6 +205,21 @@ impl Service {
         {
             return Err(Error::io("resize terminal", e));
         }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Resumes a paused task; the caller holds its init's lifecycle lock.
+    pub(super) async fn resume_locked(&self, c: &Container) -> Result<()> {
+        c.runsc
+            .resume(&c.id)
+            .await
+            .map_err(|e| Error::runsc(format!("resume task {}", c.id), e))?;
+        c.init.state().transition(Status::Running)?;
+        self.publish(Event::Resumed {
+            container_id: c.id.clone(),
+        });
         Ok(())
     }
 }

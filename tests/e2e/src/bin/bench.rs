@@ -30,7 +30,7 @@ use e2e::containerd::run;
 use e2e::cri::{self, Cri};
 use e2e::leftovers::{self, Proc};
 use e2e::pods::{HANDLER, IMAGE, PodEnv};
-use e2e::versions;
+use e2e::{runner, versions};
 
 const RUNSC: &str = "/usr/bin/runsc";
 
@@ -218,8 +218,7 @@ fn main() -> Result<()> {
         .context("--runs")?;
     let out_md = PathBuf::from(arg("--out").unwrap_or_else(|| "BENCHMARKS.md".into()));
     let out_svg = PathBuf::from(arg("--svg").unwrap_or_else(|| "docs/bench.svg".into()));
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !runner::is_root() {
         bail!("the benchmark needs root (it starts containerd and runsc)");
     }
     let shim = versions::shim_binary();
