@@ -35,6 +35,11 @@ cargo test -p e2e --test reliability -- "$@"
 echo "== end to end: the node installer against containerd 1.6/1.7/2.1 default configs" >&2
 cargo test -p e2e --test install -- "$@"
 
+echo "== the README's demos: a container through ctr, a pod through install + CRI" >&2
+cargo build -p e2e --bin e2e-env
+SHIM_BINARY="$PWD/target/debug/containerd-shim-runsc-v1" target/debug/e2e-env demo
+SHIM_BINARY="$PWD/target/debug/containerd-shim-runsc-v1" target/debug/e2e-env pod-demo 2.1 2024
+
 echo "== release artefacts: static binary, .deb (installed and removed), tarball" >&2
 packaging/build-release.sh >/dev/null
 packaging/test-deb.sh

@@ -301,13 +301,8 @@ pub fn container_config(name: &str, image: &str, args: &[&str]) -> ContainerConf
 /// Like [`container_config`], for a pod with one process namespace.
 pub fn shared_pid_container_config(name: &str, image: &str, args: &[&str]) -> ContainerConfig {
     let mut cfg = container_config(name, image, args);
-    if let Some(ns) = cfg
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        share_pids(ns);
+    if let Some(ns) = container_namespaces(&mut cfg) {
+        ns.pid = NamespaceMode::Pod as i32;
     }
     cfg
 }
@@ -321,18 +316,36 @@ pub fn shared_pid_pod_config(
     cgroup_parent: &str,
 ) -> PodSandboxConfig {
     let mut cfg = pod_config(name, uid, log_dir, cgroup_parent);
-    if let Some(ns) = cfg
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        share_pids(ns);
+    if let Some(ns) = pod_namespaces(&mut cfg) {
+        ns.pid = NamespaceMode::Pod as i32;
     }
     cfg
 }
 
-/// One process namespace for the whole pod (`shareProcessNamespace: true`).
-fn share_pids(ns: &mut NamespaceOption) {
-    ns.pid = NamespaceMode::Pod as i32;
+/// The namespace modes of a pod config.
+pub fn pod_namespaces(cfg: &mut PodSandboxConfig) -> Option<&mut NamespaceOption> {
+    cfg.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+}
+
+/// The namespace modes of a container config.
+pub fn container_namespaces(cfg: &mut ContainerConfig) -> Option<&mut NamespaceOption> {
+    cfg.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+}
+
+/// A pod on the node's network (`hostNetwork: true`) with a container of it: no CNI needed.
+pub fn host_network(pod: &mut PodSandboxConfig, containers: &mut [&mut ContainerConfig]) {
+    if let Some(ns) = pod_namespaces(pod) {
+        ns.network = NamespaceMode::Node as i32;
+    }
+    for c in containers {
+        if let Some(ns) = container_namespaces(c) {
+            ns.network = NamespaceMode::Node as i32;
+        }
+    }
 }

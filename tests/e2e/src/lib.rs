@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod cri;
 pub mod image;
 pub mod leftovers;
+pub mod node;
 pub mod pods;
 pub mod runner;
 pub mod stream;

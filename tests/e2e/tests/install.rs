@@ -14,88 +14,26 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use e2e::containerd::{Config, Containerd, run};
 use e2e::cri::{self, Cri};
+use e2e::node::{self, PAUSE};
 use e2e::runner::{self, Runner};
 use e2e::versions::{self, ContainerdBuild};
-use toml_edit::{DocumentMut, Item, Table, value};
+use toml_edit::{DocumentMut, value};
 
 const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
-const PAUSE: &str = "docker.io/library/pause-e2e:latest";
-
-fn table<'a>(doc: &'a mut DocumentMut, path: &[&str]) -> &'a mut Table {
-    let mut t = doc.as_table_mut();
-    for k in path {
-        if !t.contains_key(k) {
-            t.insert(k, Item::Table(Table::new()));
-        }
-        t = t.get_mut(k).and_then(Item::as_table_mut).expect("table");
-    }
-    t
-}
 
 /// `containerd config default` of this build, made private to `work` like a real node's
 /// config would be customised, with a comment and a custom runtime of the user's.
 fn user_config(build: &ContainerdBuild, work: &Path) -> Result<String> {
-    let out = run(
-        Command::new(&build.containerd).args(["config", "default"]),
-        Duration::from_secs(20),
+    let mut doc = node::private_default_config(build, work)?;
+    let cri = node::cri_runtime_plugin(&doc);
+    node::table(
+        &mut doc,
+        &["plugins", cri, "containerd", "runtimes", "kata"],
     )?
-    .ok()?;
-    let mut doc: DocumentMut = out.stdout.parse().context("parse default config")?;
-    let w = work.display();
-    let v3 = doc.get("version").and_then(Item::as_integer) == Some(3);
-    doc.insert("root", value(format!("{w}/root")));
-    doc.insert("state", value(format!("{w}/state")));
-    // The test harness runs containerd in <work>/ctd.
-    table(&mut doc, &["grpc"]).insert("address", value(format!("{w}/ctd/containerd.sock")));
-    table(&mut doc, &["ttrpc"]).insert("address", value(format!("{w}/ctd/containerd.sock.ttrpc")));
-    let cni = work.join("cni");
-    if v3 {
-        table(
-            &mut doc,
-            &["plugins", "io.containerd.cri.v1.images", "pinned_images"],
-        )
-        .insert("sandbox", value(PAUSE));
-        let rt = table(&mut doc, &["plugins", "io.containerd.cri.v1.runtime"]);
-        rt.insert("restrict_oom_score_adj", value(true));
-        rt.insert("netns_mounts_under_state_dir", value(true));
-        table(
-            &mut doc,
-            &["plugins", "io.containerd.cri.v1.runtime", "cni"],
-        )
-        .insert("conf_dir", value(cni.display().to_string()));
-        let kata = table(
-            &mut doc,
-            &[
-                "plugins",
-                "io.containerd.cri.v1.runtime",
-                "containerd",
-                "runtimes",
-                "kata",
-            ],
-        );
-        kata.insert("runtime_type", value("io.containerd.kata.v2"));
-    } else {
-        let c = table(&mut doc, &["plugins", "io.containerd.grpc.v1.cri"]);
-        c.insert("sandbox_image", value(PAUSE));
-        c.insert("restrict_oom_score_adj", value(true));
-        c.insert("netns_mounts_under_state_dir", value(true));
-        table(&mut doc, &["plugins", "io.containerd.grpc.v1.cri", "cni"])
-            .insert("conf_dir", value(cni.display().to_string()));
-        let kata = table(
-            &mut doc,
-            &[
-                "plugins",
-                "io.containerd.grpc.v1.cri",
-                "containerd",
-                "runtimes",
-                "kata",
-            ],
-        );
-        kata.insert("runtime_type", value("io.containerd.kata.v2"));
-    }
+    .insert("runtime_type", value("io.containerd.kata.v2"));
     Ok(format!(
         "# node config, hand-edited: keep this comment\n{doc}"
     ))
@@ -241,16 +179,6 @@ fn scenario(build: &ContainerdBuild, work: &Path) -> Result<()> {
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
         let mut pod_cfg = cri::pod_config("inst", "uid-inst", &logs, "");
-        // Host network: no CNI bridge needed for this check.
-        if let Some(ns) = pod_cfg
-            .linux
-            .as_mut()
-            .and_then(|l| l.security_context.as_mut())
-            .and_then(|s| s.namespace_options.as_mut())
-        {
-            ns.network = cri::NamespaceMode::Node as i32;
-        }
-        let pod = cri.run_pod(&pod_cfg, "runsc")?;
         let mut ccfg = cri::container_config(
             "hello",
             IMAGE,
@@ -260,14 +188,9 @@ fn scenario(build: &ContainerdBuild, work: &Path) -> Result<()> {
                 "echo hello from gvisor; dmesg | head -1; sleep 100000",
             ],
         );
-        if let Some(ns) = ccfg
-            .linux
-            .as_mut()
-            .and_then(|l| l.security_context.as_mut())
-            .and_then(|s| s.namespace_options.as_mut())
-        {
-            ns.network = cri::NamespaceMode::Node as i32;
-        }
+        // Host network: no CNI bridge needed for this check.
+        cri::host_network(&mut pod_cfg, &mut [&mut ccfg]);
+        let pod = cri.run_pod(&pod_cfg, "runsc")?;
         cri.start_container(&pod, &ccfg, &pod_cfg)?;
         let log = logs.join("hello.log");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

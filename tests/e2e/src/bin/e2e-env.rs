@@ -3,6 +3,10 @@
 //! - `e2e-env image OUT.tar [NAME]`: build the busybox OCI image tarball.
 //! - `e2e-env demo [CONTAINERD] [RUNSC]`: start a private containerd, import the image and run
 //!   `dmesg` in a gVisor container through `containerd-shim-runsc-v1`, then clean up.
+//! - `e2e-env pod-demo [CONTAINERD] [RUNSC]`: take that containerd's default config, install
+//!   the shim into it with `containerd-shim-runsc-v1 install`, start containerd and run a pod
+//!   through CRI with the handler `runsc`, exec into it, then remove the pod, uninstall and
+//!   clean up.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -12,11 +16,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use e2e::containerd::{Config, Containerd};
-use e2e::{image, versions};
+use anyhow::{Context, Result, bail, ensure};
+use e2e::containerd::{Config, Containerd, run};
+use e2e::cri::{self, Cri};
+use e2e::node::{self, PAUSE};
+use e2e::versions::{ContainerdBuild, RunscBuild};
+use e2e::{image, runner, versions};
 
-fn demo(args: &[String]) -> Result<()> {
+const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
+
+/// The containerd and runsc builds named on the command line (default: 1.6 and 2022).
+fn builds(args: &[String]) -> Result<(ContainerdBuild, RunscBuild)> {
     let cd_name = args.first().map_or("1.6", String::as_str);
     let rs_name = args.get(1).map_or("2022", String::as_str);
     let cd = versions::containerds()
@@ -27,17 +37,174 @@ fn demo(args: &[String]) -> Result<()> {
         .into_iter()
         .find(|r| r.name == rs_name)
         .with_context(|| format!("unknown runsc {rs_name} (2022, 2024)"))?;
+    Ok((cd, rs))
+}
+
+/// Runs the shim binary with `args`, echoing the command line.
+fn shim_cmd(args: &[&str]) -> Result<()> {
+    println!("$ containerd-shim-runsc-v1 {}", args.join(" "));
+    let out = run(
+        std::process::Command::new(versions::shim_binary()).args(args),
+        std::time::Duration::from_secs(60),
+    )?;
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    out.ok().map(drop)
+}
+
+fn pod_demo(args: &[String]) -> Result<()> {
+    let (cd, rs) = builds(args)?;
+    let work = PathBuf::from(
+        std::env::var("DEMO_DIR").unwrap_or_else(|_| "/tmp/runsc-shim-pod-demo".into()),
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("cni"))?;
+    let result = pod_demo_in(&cd, &rs, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn pod_demo_in(cd: &ContainerdBuild, rs: &RunscBuild, work: &std::path::Path) -> Result<()> {
+    // A node's containerd config before the shim is installed: the build's defaults.
+    let config = work.join("config.toml");
+    std::fs::write(&config, node::private_default_config(cd, work)?.to_string())?;
+    let c = config.display().to_string();
+    let runsc_toml = work.join("runsc.toml");
+    let r = runsc_toml.display().to_string();
+    let bin = work.join("bin").display().to_string();
+    let runsc = rs.runsc.display().to_string();
+    let containerd = cd.containerd.display().to_string();
+    println!(
+        "containerd {} ({containerd}), runsc {} ({runsc})",
+        cd.name, rs.name
+    );
+    // On a node: `containerd-shim-runsc-v1 install --runsc /path/to/runsc --restart`; here
+    // every path points into the private directory.
+    let install = [
+        "install",
+        "--containerd-config",
+        &c,
+        "--runsc-config",
+        &r,
+        "--bin-dir",
+        &bin,
+        "--runsc",
+        &runsc,
+        "--containerd",
+        &containerd,
+    ];
+    shim_cmd(&install)?;
+    // This kernel: old runsc refuses sandbox networking in the root network namespace (see
+    // the README); a private runsc state root keeps the machine's own untouched.
+    let toml = std::fs::read_to_string(&runsc_toml)?.replacen(
+        "[runsc_config]\n",
+        &format!(
+            "root = \"{}\"\n[runsc_config]\nnetwork = \"none\"\n",
+            work.join("runsc-root").display()
+        ),
+        1,
+    );
+    std::fs::write(&runsc_toml, toml)?;
+
+    let mut ctd = Containerd::start(
+        cd,
+        &work.join("ctd"),
+        &work.join("bin/containerd-shim-runsc-v1"),
+        &Config {
+            config_file: Some(config.clone()),
+            ..Config::default()
+        },
+    )?;
+    ctd.namespace = "k8s.io".into();
+    let images = work.join("images");
+    std::fs::create_dir_all(&images)?;
+    image::build(&images.join("busybox.tar"), IMAGE, &[], &["/bin/sh"])?;
+    image::build(
+        &images.join("pause.tar"),
+        PAUSE,
+        &["/bin/sleep", "2147483647"],
+        &[],
+    )?;
+    ctd.import(&images.join("busybox.tar"))?;
+    ctd.import(&images.join("pause.tar"))?;
+    std::fs::write(
+        work.join("cni/10-loopback.conflist"),
+        r#"{"cniVersion":"0.4.0","name":"lo","plugins":[{"type":"loopback"}]}"#,
+    )?;
+
+    let mut cri = Cri::connect(&ctd.address())?;
+    let logs = work.join("pod-logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut pod_cfg = cri::pod_config("demo", "uid-demo", &logs, "");
+    let mut app = cri::container_config(
+        "app",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "dmesg | head -2; echo hello from a gVisor pod; sleep 100000",
+        ],
+    );
+    let mut sidecar = cri::container_config("sidecar", IMAGE, &["sleep", "100000"]);
+    // The node's network (hostNetwork: true): this machine has no CNI bridge set up.
+    cri::host_network(&mut pod_cfg, &mut [&mut app, &mut sidecar]);
+    println!("RunPodSandbox(runtime_handler = \"runsc\"), two containers");
+    let pod = cri.run_pod(&pod_cfg, "runsc")?;
+    let outcome = (|| -> Result<()> {
+        let app_id = cri.start_container(&pod, &app, &pod_cfg)?;
+        cri.start_container(&pod, &sidecar, &pod_cfg)?;
+        let log = logs.join("app.log");
+        runner::eventually("the app's log", std::time::Duration::from_secs(30), || {
+            Ok(std::fs::read_to_string(&log)?.contains("hello from a gVisor pod"))
+        })?;
+        println!("== {} (the CRI log kubectl logs reads)", log.display());
+        print!("{}", std::fs::read_to_string(&log)?);
+        println!("== ExecSync(app, cat /proc/version) (what kubectl exec runs)");
+        let out = cri.exec_sync(&app_id, &["cat", "/proc/version"], 10)?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        let shims = e2e::leftovers::shims(&ctd.address());
+        println!(
+            "== shim processes for this pod: {} ({})",
+            shims.len(),
+            shims
+                .iter()
+                .map(|p| format!("pid {}", p.pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        ensure!(
+            std::fs::read_to_string(&log)?.contains("Starting gVisor"),
+            "the pod did not run under gVisor"
+        );
+        ensure!(shims.len() == 1, "expected one shim for the pod");
+        Ok(())
+    })();
+    cri.remove_pod(&pod)?;
+    ctd.stop();
+    outcome?;
+    shim_cmd(&[
+        "uninstall",
+        "--containerd-config",
+        &c,
+        "--runsc-config",
+        &r,
+        "--bin-dir",
+        &bin,
+        "--runsc",
+        &runsc,
+    ])?;
+    println!("OK: a pod ran inside gVisor through CRI and containerd-shim-runsc-v1");
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result<()> {
+    let (cd, rs) = builds(args)?;
     let work =
         PathBuf::from(std::env::var("DEMO_DIR").unwrap_or_else(|_| "/tmp/runsc-shim-demo".into()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let tarball = work.join("busybox.tar");
-    image::build(
-        &tarball,
-        "docker.io/library/busybox-e2e:latest",
-        &[],
-        &["/bin/sh"],
-    )?;
+    image::build(&tarball, IMAGE, &[], &["/bin/sh"])?;
     let runsc_toml = work.join("runsc.toml");
     std::fs::write(
         &runsc_toml,
@@ -70,7 +237,7 @@ fn demo(args: &[String]) -> Result<()> {
         "io.containerd.runsc.v1",
         "--runtime-config-path",
         &cfg,
-        "docker.io/library/busybox-e2e:latest",
+        IMAGE,
         "demo",
         "dmesg",
     ])?;
@@ -83,7 +250,7 @@ fn demo(args: &[String]) -> Result<()> {
         "io.containerd.runsc.v1",
         "--runtime-config-path",
         &cfg,
-        "docker.io/library/busybox-e2e:latest",
+        IMAGE,
         "demo2",
         "cat",
         "/proc/version",
@@ -106,16 +273,16 @@ fn main() -> ExitCode {
         Some("image") => match args.get(1) {
             Some(out) => image::build(
                 out.as_ref(),
-                args.get(2)
-                    .map_or("docker.io/library/busybox-e2e:latest", String::as_str),
+                args.get(2).map_or(IMAGE, String::as_str),
                 &[],
                 &["/bin/sh"],
             ),
             None => Err(anyhow::anyhow!("usage: e2e-env image OUT.tar [NAME]")),
         },
         Some("demo") => demo(&args[1..]),
+        Some("pod-demo") => pod_demo(&args[1..]),
         _ => Err(anyhow::anyhow!(
-            "usage: e2e-env image OUT.tar [NAME] | demo [1.6|1.7|2.1] [2022|2024]"
+            "usage: e2e-env image OUT.tar [NAME] | demo|pod-demo [1.6|1.7|2.1] [2022|2024]"
         )),
     };
     match result {
