@@ -339,11 +339,14 @@ fn more_scenarios(r: &mut Runner, env: &mut PodEnv, p: &str) {
             &[
                 "sh",
                 "-c",
-                "trap 'echo got-term' TERM; while true; do sleep 1; done",
+                "trap 'echo got-term' TERM; echo trap-set; while true; do sleep 1; done",
             ],
         )?;
         let polite = container(env, &pod, "polite", &["sleep", "100000"])?;
-        std::thread::sleep(Duration::from_millis(500));
+        // A running container may not have set its trap yet: SIGTERM only once it says so.
+        eventually("stubborn to set its trap", Duration::from_secs(10), || {
+            Ok(read_log(&pod.log_dir.join("stubborn.log")).contains("trap-set"))
+        })?;
         let started = Instant::now();
         env.cri.stop_container(&c, 2)?;
         let took = started.elapsed();

@@ -339,7 +339,7 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
             use std::io::Write;
             // ctr sends CloseIO when its stdin ends, but only once the task exists: input that
             // ends before that never gets a CloseIO and hangs with any shim (runc's too).
-            std::thread::sleep(Duration::from_secs(1));
+            e.wait_status("stdin1", "RUNNING")?;
             let mut stdin = child.stdin.take().context("stdin")?;
             stdin.write_all(b"line one\nline two\n")?;
         }
@@ -390,6 +390,16 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
             "kill2",
             &[],
             &["sh", "-c", "trap '' TERM; sleep 1000 & wait"],
+        )?;
+        // The task is running before `sh` has read its script: wait for the `sleep` it forks
+        // after setting the trap, so TERM cannot arrive before the trap is in place.
+        runner::eventually(
+            "the trap of kill2 in place",
+            Duration::from_secs(10),
+            || {
+                let out = e.c.ctr_ok(&["task", "ps", "kill2"])?;
+                Ok(out.lines().skip(1).filter(|l| !l.trim().is_empty()).count() >= 2)
+            },
         )?;
         e.c.ctr_ok(&["task", "kill", "kill2"])?;
         std::thread::sleep(Duration::from_millis(500));
@@ -490,7 +500,10 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
             "exit 2",
         ])?;
         e.remove("ev2");
-        std::thread::sleep(Duration::from_millis(300));
+        // The subscriber sees the events a moment after the commands return.
+        runner::eventually("the events of ev1 and ev2", Duration::from_secs(10), || {
+            Ok(e.topics("ev1").len() >= 4 && e.topics("ev2").len() >= 7)
+        })?;
         let t = e.topics("ev1");
         ensure!(
             t == [
