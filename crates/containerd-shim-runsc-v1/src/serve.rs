@@ -67,12 +67,15 @@ async fn serve(flags: &Flags) -> anyhow::Result<()> {
         );
     }
     tracing::info!("shim shutting down");
-    // Let the Shutdown reply reach containerd before connections close.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+    // The socket file goes first: containerd returns from a task delete once the connection
+    // closes, and by then nothing of the shim may be left on disk (its client suite checks).
+    // Connections already made are not affected by the unlink.
     if let Some(path) = flags.socket.strip_prefix("unix://") {
         let _ = std::fs::remove_file(path);
     }
+    // Let the Shutdown reply reach containerd before connections close.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
     publisher.flush(Duration::from_secs(3)).await;
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod oom;
 pub mod persist;
 pub mod podspec;
 pub mod process;
+pub mod program;
 pub mod reaper;
 pub mod service;
 pub mod spec;

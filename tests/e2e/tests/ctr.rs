@@ -585,6 +585,18 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
             out.stderr
         );
         e.remove("missing1");
+        // Through PATH: refused at create (like runc), so no task ever exists.
+        let out = e.run("missing2", &[], &["no-such-program", "arg"])?;
+        ensure!(
+            out.code != 0
+                && out.stderr.contains("cannot create task missing2")
+                && out
+                    .stderr
+                    .contains("\"no-such-program\": executable file not found in $PATH"),
+            "{out:?}"
+        );
+        ensure!(e.task_status("missing2")?.is_empty(), "no task is left");
+        e.remove("missing2");
         Ok(())
     });
 

@@ -244,6 +244,10 @@ impl Inner {
                 spec.root.display()
             )));
         }
+        // Like runc, fail the create (not the start) when the program is missing.
+        crate::program::check(&spec.root, &spec.json).map_err(|reason| {
+            Error::InvalidArgument(format!("cannot create task {}: {reason}", req.id))
+        })?;
 
         let mut opts = GlobalOpts::new(binary, runsc_root);
         opts.flags = flags;

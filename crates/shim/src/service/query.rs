@@ -105,7 +105,10 @@ impl Service {
         let c = self.inner.container(id)?;
         match c.init.snapshot().status {
             Status::Running | Status::Paused => {}
-            // runsc 20221219 crashes on `events --stats` of a created container.
+            // Nothing has run yet, and runsc 20221219 crashes on `events --stats` of a
+            // created container: empty statistics, as a new cgroup has (containerd asks for
+            // the metrics of every task, kubelet for every container it lists).
+            Status::Created => return Ok(runsc::Stats::default()),
             s => {
                 return Err(Error::FailedPrecondition(format!(
                     "task {id} is {s:?}: no statistics"
