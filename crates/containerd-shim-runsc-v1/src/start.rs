@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, bail};
@@ -112,6 +112,11 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
         .and_then(|a| config::decode_options(&a.type_url, &a.value).ok().flatten());
     let cfg = ShimConfig::load(options.as_ref()).unwrap_or_default();
     let group = grouping_key(flags, &bundle, &cfg);
+    let shim_cgroup = input
+        .options
+        .as_ref()
+        .and_then(|a| config::runc_shim_cgroup(&a.type_url, &a.value))
+        .or_else(|| cfg.shim_cgroup.clone());
 
     let opts = StartOpts {
         id: flags.id.clone(),
@@ -128,7 +133,18 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
 
     match bind(Path::new(&path))? {
         Some(listener) => {
-            spawn_daemon(flags, &address, listener, &input)?;
+            let mut daemon = spawn_daemon(flags, &address, listener, &input)?;
+            if let Some(cgroup) = &shim_cgroup
+                && let Err(e) = join_cgroup(Path::new(CGROUP_ROOT), cgroup, daemon.id())
+            {
+                // Like runc's shim: a shim that cannot be placed does not run.
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            // Not waited for: it outlives us; containerd (a subreaper) reaps it eventually.
+            drop(daemon);
         }
         None => { /* a live shim serves this group already */ }
     }
@@ -176,7 +192,7 @@ fn spawn_daemon(
     address: &str,
     listener: UnixListener,
     input: &StartInput,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::process::Child> {
     let exe = std::env::current_exe().context("find own executable")?;
     // A descriptor >= 10 so that placing it at 3 cannot clobber anything; CLOEXEC so that only
     // the copy made in the child survives exec.
@@ -219,8 +235,46 @@ fn spawn_daemon(
     let child = cmd.spawn().context("spawn shim daemon")?;
     drop(high);
     adjust_oom_score(child.id());
-    // Not waited for: it outlives us; containerd (a subreaper) reaps it eventually.
-    drop(child);
+    Ok(child)
+}
+
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Moves process `pid` into cgroup `path` (runc's `ShimCgroup`, gVisor's `shim_cgroup`): on
+/// cgroup v2 in the one hierarchy, on v1 in every hierarchy that has the cgroup (runc's shim
+/// loads it the same way). The cgroup must exist.
+fn join_cgroup(root: &Path, path: &str, pid: u32) -> anyhow::Result<()> {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        bail!("shim cgroup {path:?} must name a cgroup below the root, without \"..\"");
+    }
+    let write = |procs: PathBuf| {
+        std::fs::write(&procs, pid.to_string())
+            .with_context(|| format!("add the shim to cgroup {path}: write {}", procs.display()))
+    };
+    if root.join("cgroup.controllers").exists() {
+        return write(root.join(rel).join("cgroup.procs"));
+    }
+    let mut joined = 0;
+    for entry in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+        let entry = entry?;
+        // `cpu` and `cpuacct` are links to `cpu,cpuacct`: one hierarchy, joined once.
+        if entry.file_type()?.is_symlink() {
+            continue;
+        }
+        let procs = entry.path().join(rel).join("cgroup.procs");
+        if procs.exists() {
+            write(procs)?;
+            joined += 1;
+        }
+    }
+    if joined == 0 {
+        bail!(
+            "shim cgroup {path} does not exist in any hierarchy under {}",
+            root.display()
+        );
+    }
     Ok(())
 }
 
@@ -403,5 +457,41 @@ mod tests {
         assert_eq!(grouping_key(&flags(), dir.path(), &off), "c1");
         std::fs::write(dir.path().join("config.json"), spec("")).unwrap();
         assert_eq!(grouping_key(&flags(), dir.path(), &cfg), "c1");
+    }
+
+    #[test]
+    fn shim_joins_its_cgroup_in_every_v1_hierarchy_or_the_v2_one() {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        // cgroup v1: the cgroup exists in memory and pids, not in cpuset; cpu is a link.
+        let v1 = tempfile::tempdir().unwrap();
+        for h in ["memory", "pids", "cpuset", "cpu,cpuacct"] {
+            std::fs::create_dir_all(v1.path().join(h)).unwrap();
+        }
+        std::os::unix::fs::symlink("cpu,cpuacct", v1.path().join("cpu")).unwrap();
+        for h in ["memory", "pids", "cpu,cpuacct"] {
+            std::fs::create_dir_all(v1.path().join(h).join("shims/a")).unwrap();
+            std::fs::write(v1.path().join(h).join("shims/a/cgroup.procs"), "").unwrap();
+        }
+        join_cgroup(v1.path(), "/shims/a", 42).unwrap();
+        for h in ["memory", "pids", "cpu,cpuacct"] {
+            assert_eq!(
+                read(&v1.path().join(h).join("shims/a/cgroup.procs")),
+                "42",
+                "{h}"
+            );
+        }
+        assert!(!v1.path().join("cpuset/shims").exists());
+        let e = join_cgroup(v1.path(), "/nope", 42).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        // cgroup v2.
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cgroup.controllers"), "memory pids").unwrap();
+        std::fs::create_dir_all(v2.path().join("shims")).unwrap();
+        join_cgroup(v2.path(), "shims", 7).unwrap();
+        assert_eq!(read(&v2.path().join("shims/cgroup.procs")), "7");
+        assert!(join_cgroup(v2.path(), "/missing", 7).is_err());
+        for bad in ["/", "", "/a/../../etc"] {
+            assert!(join_cgroup(v2.path(), bad, 7).is_err(), "{bad:?}");
+        }
     }
 }

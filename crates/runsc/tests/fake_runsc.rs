@@ -31,7 +31,7 @@ case "$sub" in
     echo "some stderr" >&2
     exit 128 ;;
   delete) echo "delete failed on stderr" >&2; exit 1 ;;
-  pause) sleep 30 ;;
+  pause) exec sleep 30 ;;
   resume) echo 'garbage' ;;
   wait) echo '{"id":"c1","exitStatus":143}' ;;
   create) for a in "$@"; do case "$a" in --pid-file=*) echo 777 > "${a#--pid-file=}";; esac; done

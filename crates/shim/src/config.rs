@@ -37,6 +37,40 @@ const RUNC_OPTION_TYPES: [&str; 3] = [
     "containerd.runhcs.v1.Options",
 ];
 
+/// The one field of runc's `containerd.runc.v1.Options` this shim honours.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+struct RuncOptions {
+    #[prost(string, tag = "3")]
+    shim_cgroup: String,
+}
+
+/// The one field of containerd 1.x's `containerd.linux.runc.CreateOptions` this shim honours.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+struct RuncCreateOptions {
+    #[prost(string, tag = "9")]
+    shim_cgroup: String,
+}
+
+/// The `ShimCgroup` of runc's option types (what `ctr run --runc-shim-cgroup`, the client's
+/// `WithShimCgroup` and containerd's runtime `options` table set), if the options are one of
+/// them and name a cgroup.
+pub fn runc_shim_cgroup(type_url: &str, value: &[u8]) -> Option<String> {
+    let cgroup = match type_url.rsplit('/').next().unwrap_or_default() {
+        "containerd.runc.v1.Options" => {
+            <RuncOptions as prost::Message>::decode(value)
+                .ok()?
+                .shim_cgroup
+        }
+        "containerd.linux.runc.CreateOptions" => {
+            <RuncCreateOptions as prost::Message>::decode(value)
+                .ok()?
+                .shim_cgroup
+        }
+        _ => return None,
+    };
+    Some(cgroup).filter(|c| !c.is_empty())
+}
+
 /// Global config files read when containerd passes no configuration at all (the same paths
 /// gVisor's shim reads its shim-wide settings from).
 pub const GLOBAL_CONFIG_PATHS: [&str; 2] = [
@@ -105,6 +139,9 @@ pub struct ShimConfig {
     pub log_path: Option<String>,
     /// One shim per pod (`grouping`, default true).
     pub grouping: bool,
+    /// The cgroup `start` puts the shim into (`shim_cgroup`; gVisor's shim accepts the key
+    /// but ignores it). runc's `ShimCgroup` option, when sent, takes precedence.
+    pub shim_cgroup: Option<String>,
     /// Owner of the stdio pipes (`io_uid`, `io_gid`).
     pub io_uid: u32,
     /// See `io_uid`.
@@ -124,6 +161,7 @@ impl Default for ShimConfig {
             log_level: None,
             log_path: None,
             grouping: true,
+            shim_cgroup: None,
             io_uid: 0,
             io_gid: 0,
             runsc_config: BTreeMap::new(),
@@ -241,9 +279,10 @@ impl ShimConfig {
                             .insert(flag.clone(), runsc_flag_value(flag, v).map_err(&err)?);
                     }
                 }
+                "shimcgroup" => cfg.shim_cgroup = Some(string(value)?).filter(|c| !c.is_empty()),
                 // Known to gVisor's shim, meaningless here or handled elsewhere: accepted
                 // silently. containerd's own option keys appear in an inline config_body.
-                "shimcgroup" | "enablehibernateserver" | "typeurl" | "configpath" => {}
+                "enablehibernateserver" | "typeurl" | "configpath" => {}
                 _ => cfg.unknown_keys.push(key.clone()),
             }
         }
@@ -320,6 +359,9 @@ mod tests {
         assert_eq!(cfg.log_level.as_deref(), Some("debug"));
         assert!(!cfg.grouping);
         assert_eq!((cfg.io_uid, cfg.io_gid), (1000, 1001));
+        assert_eq!(cfg.shim_cgroup, None, "an empty shim_cgroup is none");
+        let other = ShimConfig::parse("shim_cgroup = \"/pods/shims\"", Source::Body).unwrap();
+        assert_eq!(other.shim_cgroup.as_deref(), Some("/pods/shims"));
         assert_eq!(
             cfg.runsc_config
                 .iter()
@@ -458,5 +500,37 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(bytes, [0x0a, 1, b'a', 0x12, 1, b'b', 0x1a, 1, b'c']);
+    }
+
+    #[test]
+    fn shim_cgroup_of_runc_options() {
+        // containerd.runc.v1.Options{binary_name: "runc" (6), shim_cgroup: "/a/b" (3)}
+        let mut v = vec![0x32, 4];
+        v.extend_from_slice(b"runc");
+        v.extend_from_slice(&[0x1a, 4]);
+        v.extend_from_slice(b"/a/b");
+        assert_eq!(
+            runc_shim_cgroup("types.containerd.io/containerd.runc.v1.Options", &v).as_deref(),
+            Some("/a/b")
+        );
+        // containerd.linux.runc.CreateOptions{io_uid: 1 (10), shim_cgroup: "/c" (9)}
+        let mut v = vec![0x50, 1, 0x4a, 2];
+        v.extend_from_slice(b"/c");
+        assert_eq!(
+            runc_shim_cgroup("containerd.linux.runc.CreateOptions", &v).as_deref(),
+            Some("/c")
+        );
+        assert_eq!(
+            runc_shim_cgroup("containerd.runc.v1.Options", &[0x32, 1, b'x']),
+            None
+        );
+        assert_eq!(
+            runc_shim_cgroup("runtimeoptions.v1.Options", &[0x1a, 1, b'x']),
+            None
+        );
+        assert_eq!(
+            runc_shim_cgroup("containerd.runc.v1.Options", &[0xff]),
+            None
+        );
     }
 }

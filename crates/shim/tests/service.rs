@@ -48,12 +48,16 @@ start) touch "$root/$last.started" ;;
 kill)
   target=""
   for a in "$@"; do case "$a" in --pid=*) target="${a#--pid=}";; esac; done
-  [ -n "$target" ] || target=$(cat "$root/$prev.pid" 2>/dev/null)
+  if [ -z "$target" ]; then
+    target=$(cat "$root/$prev.pid" 2>/dev/null)
+    # SIGKILL to the container ends the processes exec'd into it too, as in a real sandbox.
+    [ "$last" = 9 ] && for p in $(cat "$root/$prev.execs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+  fi
   [ -n "$target" ] && kill -"$last" "$target" 2>/dev/null || fail "sandbox is not running" ;;
 delete)
-  pid=$(cat "$root/$last.pid" 2>/dev/null)
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
-  rm -f "$root/$last.pid" "$root/$last.started" ;;
+  # The sandbox and, as with a real sandbox, every process exec'd into it.
+  for pid in $(cat "$root/$last.pid" "$root/$last.execs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+  rm -f "$root/$last.pid" "$root/$last.started" "$root/$last.execs" ;;
 ps) printf '[1'; for p in $(cat "$root/$last.execs" 2>/dev/null); do printf ',%s' "$p"; done; echo ']' ;;
 events) echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
 pause|resume|update) ;;
@@ -136,6 +140,38 @@ struct Fixture {
     dir: tempfile::TempDir,
     svc: Service,
     events: Arc<Events>,
+}
+
+/// A test that ends early (or leaves a container on purpose) must not leave the fake's
+/// "sandbox" and exec processes running on the host.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.runsc_root()) else {
+            return;
+        };
+        let dir = self.dir.path().as_os_str().as_encoded_bytes().to_vec();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.ends_with(".pid") || name.ends_with(".execs")) {
+                continue;
+            }
+            let pids = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // Only the fake's own processes (its `sleep`s, its waiting subshell, which runs
+                // the fake's script), not a process that reused the pid since.
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let ours = cmdline.starts_with(b"sleep\0")
+                    || cmdline.windows(dir.len()).any(|w| w == dir.as_slice());
+                if pid > 1 && ours {
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
 }
 
 impl Fixture {
@@ -402,9 +438,25 @@ async fn exec_lifecycle_and_pids() {
             "/tasks/exec-added",
             "/tasks/exec-started",
             "/tasks/exit",
+            "/tasks/exit",
             "/tasks/delete"
         ]
     );
+    // SIGKILL ended x2 with the sandbox: its exit comes before the init process's, which is
+    // the last exit containerd sees of a task.
+    let exits: Vec<String> = f
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Exit { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(exits, ["x1", "x2", "e1"]);
+    assert_eq!(f.events.exit_of("x2"), Some(137));
 }
 
 #[tokio::test]

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::process::{Exit, Process, Status};
 
+/// How long an init exit waits for the exits of its container's execs.
+const EXEC_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Service {
     /// Start the init process (empty `exec_id`) or an exec.
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
@@ -209,6 +212,9 @@ impl Inner {
             if sandbox_exit {
                 inner.sandbox_exited(&c).await;
             }
+            if p.exec_id.is_none() {
+                inner.execs_exit_first(&c).await;
+            }
             // Deliver the output first, without holding the lifecycle lock.
             if let Some(io) = p.io.lock().await.as_mut() {
                 io.drain().await;
@@ -216,6 +222,19 @@ impl Inner {
             let _lifecycle = p.lifecycle.lock().await;
             inner.finish(&c, &p, status).await;
         });
+    }
+
+    /// containerd takes the init process's TaskExit as the end of the task: the exits of its
+    /// execs must come first (runc's shim holds the init exit back the same way). Execs die
+    /// with their container, so this waits for the running ones, but never long: an exec that
+    /// outlives its container's init is reported when it ends.
+    async fn execs_exit_first(&self, c: &Container) {
+        let deadline = tokio::time::Instant::now() + EXEC_EXIT_GRACE;
+        for e in c.exec_list() {
+            if matches!(e.snapshot().status, Status::Running | Status::Paused) {
+                let _ = tokio::time::timeout_at(deadline, e.wait()).await;
+            }
+        }
     }
 
     /// The sandbox of root container `root` is gone: the containers of its pod are gone too
