@@ -533,4 +533,31 @@ mod tests {
             None
         );
     }
+
+    /// The example `runsc.toml` shipped in the packages parses, as shipped and with every
+    /// commented-out setting switched on, and uses no key this shim does not know.
+    #[test]
+    fn packaged_example_parses_with_every_setting() {
+        let text = include_str!("../../../packaging/runsc.toml");
+        let shipped = ShimConfig::parse(text, Source::Body).unwrap();
+        assert!(
+            shipped.unknown_keys.is_empty(),
+            "{:?}",
+            shipped.unknown_keys
+        );
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(setting) if setting.contains(" = ") && !setting.contains(": ") => setting,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = ShimConfig::parse(&all, Source::Body).unwrap();
+        assert!(all.unknown_keys.is_empty(), "{:?}", all.unknown_keys);
+        assert!(
+            all.shim_cgroup.is_some() && !all.runsc_config.is_empty(),
+            "{all:?}"
+        );
+    }
 }
