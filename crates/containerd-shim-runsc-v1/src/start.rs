@@ -135,7 +135,12 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
         Some(listener) => {
             let mut daemon = spawn_daemon(flags, &address, listener, &input)?;
             if let Some(cgroup) = &shim_cgroup
-                && let Err(e) = join_cgroup(Path::new(CGROUP_ROOT), cgroup, daemon.id())
+                && let Err(e) = join_cgroup(
+                    Path::new(CGROUP_ROOT),
+                    crate::convert::host_is_cgroup_v2(),
+                    cgroup,
+                    daemon.id(),
+                )
             {
                 // Like runc's shim: a shim that cannot be placed does not run.
                 let _ = daemon.kill();
@@ -242,9 +247,9 @@ fn spawn_daemon(
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Moves process `pid` into cgroup `path` (runc's `ShimCgroup`, gVisor's `shim_cgroup`): on
-/// cgroup v2 in the one hierarchy, on v1 in every hierarchy that has the cgroup (runc's shim
-/// loads it the same way). The cgroup must exist.
-fn join_cgroup(root: &Path, path: &str, pid: u32) -> anyhow::Result<()> {
+/// cgroup v2 (`v2`, the host's mode) in the one hierarchy at `root`, on v1 in every hierarchy
+/// under `root` that has the cgroup (runc's shim loads it the same way). The cgroup must exist.
+fn join_cgroup(root: &Path, v2: bool, path: &str, pid: u32) -> anyhow::Result<()> {
     let rel = path.trim_start_matches('/');
     if rel.is_empty() || rel.split('/').any(|c| c == "..") {
         bail!("shim cgroup {path:?} must name a cgroup below the root, without \"..\"");
@@ -253,7 +258,7 @@ fn join_cgroup(root: &Path, path: &str, pid: u32) -> anyhow::Result<()> {
         std::fs::write(&procs, pid.to_string())
             .with_context(|| format!("add the shim to cgroup {path}: write {}", procs.display()))
     };
-    if root.join("cgroup.controllers").exists() {
+    if v2 {
         return write(root.join(rel).join("cgroup.procs"));
     }
     let mut joined = 0;
@@ -472,7 +477,7 @@ mod tests {
             std::fs::create_dir_all(v1.path().join(h).join("shims/a")).unwrap();
             std::fs::write(v1.path().join(h).join("shims/a/cgroup.procs"), "").unwrap();
         }
-        join_cgroup(v1.path(), "/shims/a", 42).unwrap();
+        join_cgroup(v1.path(), false, "/shims/a", 42).unwrap();
         for h in ["memory", "pids", "cpu,cpuacct"] {
             assert_eq!(
                 read(&v1.path().join(h).join("shims/a/cgroup.procs")),
@@ -481,17 +486,18 @@ mod tests {
             );
         }
         assert!(!v1.path().join("cpuset/shims").exists());
-        let e = join_cgroup(v1.path(), "/nope", 42).unwrap_err().to_string();
+        let e = join_cgroup(v1.path(), false, "/nope", 42)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
         // cgroup v2.
         let v2 = tempfile::tempdir().unwrap();
-        std::fs::write(v2.path().join("cgroup.controllers"), "memory pids").unwrap();
         std::fs::create_dir_all(v2.path().join("shims")).unwrap();
-        join_cgroup(v2.path(), "shims", 7).unwrap();
+        join_cgroup(v2.path(), true, "shims", 7).unwrap();
         assert_eq!(read(&v2.path().join("shims/cgroup.procs")), "7");
-        assert!(join_cgroup(v2.path(), "/missing", 7).is_err());
+        assert!(join_cgroup(v2.path(), true, "/missing", 7).is_err());
         for bad in ["/", "", "/a/../../etc"] {
-            assert!(join_cgroup(v2.path(), bad, 7).is_err(), "{bad:?}");
+            assert!(join_cgroup(v2.path(), true, bad, 7).is_err(), "{bad:?}");
         }
     }
 }

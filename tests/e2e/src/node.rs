@@ -12,7 +12,17 @@ use toml_edit::{DocumentMut, Item, Table, value};
 use crate::containerd::run;
 use crate::versions::ContainerdBuild;
 
-pub use crate::pods::PAUSE;
+pub use crate::pods::{IMAGE, PAUSE, import_pod_images};
+
+/// A CNI configuration with only the loopback plugin in `conf_dir`: enough for pods on the
+/// host network, which is all a machine without a CNI bridge can run.
+pub fn loopback_cni(conf_dir: &Path) -> Result<()> {
+    std::fs::write(
+        conf_dir.join("10-loopback.conflist"),
+        r#"{"cniVersion":"0.4.0","name":"lo","plugins":[{"type":"loopback"}]}"#,
+    )
+    .with_context(|| format!("write the loopback CNI config in {}", conf_dir.display()))
+}
 
 /// The table at `path`, created (empty) where missing.
 pub fn table<'a>(doc: &'a mut DocumentMut, path: &[&str]) -> Result<&'a mut Table> {

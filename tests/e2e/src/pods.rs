@@ -19,6 +19,18 @@ pub const PAUSE: &str = "docker.io/library/pause-e2e:latest";
 /// The runtime handler name, as in the user's RuntimeClass.
 pub const HANDLER: &str = "runsc";
 
+/// Builds the images a pod needs, `IMAGE` (busybox) and `PAUSE`, as OCI tarballs
+/// `busybox.tar` and `pause.tar` in `dir`, and imports both into `containerd`'s current
+/// namespace.
+pub fn import_pod_images(containerd: &Containerd, dir: &Path) -> Result<()> {
+    let image = dir.join("busybox.tar");
+    crate::image::build(&image, IMAGE, &[], &["/bin/sh"])?;
+    containerd.import(&image)?;
+    let pause = dir.join("pause.tar");
+    crate::image::build(&pause, PAUSE, &["/bin/sleep", "2147483647"], &[])?;
+    containerd.import(&pause)
+}
+
 /// CRI section of containerd's config for this build.
 pub fn cri_config(
     build: &ContainerdBuild,
@@ -164,12 +176,7 @@ impl PodEnv {
         };
         let mut containerd = Containerd::start(build, &work.join("containerd"), shim, &cfg)?;
         containerd.namespace = "k8s.io".into();
-        let image = work.join("busybox.tar");
-        crate::image::build(&image, IMAGE, &[], &["/bin/sh"])?;
-        containerd.import(&image)?;
-        let pause = work.join("pause.tar");
-        crate::image::build(&pause, PAUSE, &["/bin/sleep", "2147483647"], &[])?;
-        containerd.import(&pause)?;
+        import_pod_images(&containerd, work)?;
         let mut cri = Cri::connect(&containerd.address())?;
         cri.version().context("CRI version")?;
         if !cri.image_present(PAUSE)? {

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use e2e::containerd::{Config, Containerd, Out, run};
 use e2e::leftovers;
+use e2e::pods::IMAGE;
 use e2e::runner::{self, Runner};
 use e2e::versions::{self, ContainerdBuild, RunscBuild};
 
-const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
 const RUNTIME: &str = "io.containerd.runsc.v1";
 
 /// One containerd x runsc environment.

@@ -14,15 +14,13 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use e2e::containerd::{Config, Containerd, run};
 use e2e::cri::{self, Cri};
-use e2e::node::{self, PAUSE};
+use e2e::node::{self, IMAGE};
 use e2e::runner::{self, Runner};
 use e2e::versions::{self, ContainerdBuild};
 use toml_edit::{DocumentMut, value};
-
-const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
 
 /// `containerd config default` of this build, made private to `work` like a real node's
 /// config would be customised, with a comment and a custom runtime of the user's.
@@ -147,9 +145,9 @@ fn scenario(build: &ContainerdBuild, work: &Path) -> Result<()> {
             &work.join("bin/containerd-shim-runsc-v1"),
             &cfg,
         )?;
-        let image = work.join("busybox.tar");
-        e2e::image::build(&image, IMAGE, &[], &["/bin/sh"])?;
-        cd.import(&image)?;
+        // One namespace for both checks, the one CRI uses (`ctr -n k8s.io` on a node).
+        cd.namespace = "k8s.io".into();
+        node::import_pod_images(&cd, work)?;
         let out = cd
             .ctr(&[
                 "run",
@@ -166,15 +164,7 @@ fn scenario(build: &ContainerdBuild, work: &Path) -> Result<()> {
         ensure!(out.stdout.contains("Starting gVisor"), "{out:?}");
 
         // Through CRI with handler "runsc" (its ConfigPath is the installed runsc.toml).
-        cd.namespace = "k8s.io".into();
-        cd.import(&image)?;
-        let pause = work.join("pause.tar");
-        e2e::image::build(&pause, PAUSE, &["/bin/sleep", "2147483647"], &[])?;
-        cd.import(&pause)?;
-        std::fs::write(
-            work.join("cni/10-e2e.conflist"),
-            r#"{"cniVersion":"0.4.0","name":"none","plugins":[{"type":"loopback"}]}"#,
-        )?;
+        node::loopback_cni(&work.join("cni"))?;
         let mut cri = Cri::connect(&cd.address())?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
@@ -193,17 +183,12 @@ fn scenario(build: &ContainerdBuild, work: &Path) -> Result<()> {
         let pod = cri.run_pod(&pod_cfg, "runsc")?;
         cri.start_container(&pod, &ccfg, &pod_cfg)?;
         let log = logs.join("hello.log");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("hello from gvisor") && text.contains("Starting gVisor") {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("CRI container log: {text:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        runner::eventually("the CRI container's log", Duration::from_secs(20), || {
+            let text = read_log();
+            Ok(text.contains("hello from gvisor") && text.contains("Starting gVisor"))
+        })
+        .with_context(|| format!("CRI container log: {:?}", read_log()))?;
         cri.remove_pod(&pod)?;
         drop(cd);
     }

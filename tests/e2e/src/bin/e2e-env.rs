@@ -19,11 +19,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail, ensure};
 use e2e::containerd::{Config, Containerd, run};
 use e2e::cri::{self, Cri};
-use e2e::node::{self, PAUSE};
+use e2e::node::{self, IMAGE};
 use e2e::versions::{ContainerdBuild, RunscBuild};
 use e2e::{image, runner, versions};
-
-const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
 
 /// The containerd and runsc builds named on the command line (default: 1.6 and 2022).
 fn builds(args: &[String]) -> Result<(ContainerdBuild, RunscBuild)> {
@@ -80,20 +78,17 @@ fn pod_demo_in(cd: &ContainerdBuild, rs: &RunscBuild, work: &std::path::Path) ->
     );
     // On a node: `containerd-shim-runsc-v1 install --runsc /path/to/runsc --restart`; here
     // every path points into the private directory.
-    let install = [
-        "install",
+    let paths = [
         "--containerd-config",
-        &c,
+        c.as_str(),
         "--runsc-config",
         &r,
         "--bin-dir",
         &bin,
         "--runsc",
         &runsc,
-        "--containerd",
-        &containerd,
     ];
-    shim_cmd(&install)?;
+    shim_cmd(&[&["install"], &paths[..], &["--containerd", &containerd]].concat())?;
     // This kernel: old runsc refuses sandbox networking in the root network namespace (see
     // the README); a private runsc state root keeps the machine's own untouched.
     let toml = std::fs::read_to_string(&runsc_toml)?.replacen(
@@ -116,21 +111,8 @@ fn pod_demo_in(cd: &ContainerdBuild, rs: &RunscBuild, work: &std::path::Path) ->
         },
     )?;
     ctd.namespace = "k8s.io".into();
-    let images = work.join("images");
-    std::fs::create_dir_all(&images)?;
-    image::build(&images.join("busybox.tar"), IMAGE, &[], &["/bin/sh"])?;
-    image::build(
-        &images.join("pause.tar"),
-        PAUSE,
-        &["/bin/sleep", "2147483647"],
-        &[],
-    )?;
-    ctd.import(&images.join("busybox.tar"))?;
-    ctd.import(&images.join("pause.tar"))?;
-    std::fs::write(
-        work.join("cni/10-loopback.conflist"),
-        r#"{"cniVersion":"0.4.0","name":"lo","plugins":[{"type":"loopback"}]}"#,
-    )?;
+    node::import_pod_images(&ctd, work)?;
+    node::loopback_cni(&work.join("cni"))?;
 
     let mut cri = Cri::connect(&ctd.address())?;
     let logs = work.join("pod-logs");
@@ -182,17 +164,7 @@ fn pod_demo_in(cd: &ContainerdBuild, rs: &RunscBuild, work: &std::path::Path) ->
     cri.remove_pod(&pod)?;
     ctd.stop();
     outcome?;
-    shim_cmd(&[
-        "uninstall",
-        "--containerd-config",
-        &c,
-        "--runsc-config",
-        &r,
-        "--bin-dir",
-        &bin,
-        "--runsc",
-        &runsc,
-    ])?;
+    shim_cmd(&[&["uninstall"], &paths[..]].concat())?;
     println!("OK: a pod ran inside gVisor through CRI and containerd-shim-runsc-v1");
     Ok(())
 }
