@@ -56,6 +56,10 @@ fn main() -> ExitCode {
         return print_version();
     }
     let result = match flags.action.as_str() {
+        "start" | "delete" | "" if !flags.info => check_ids(&flags),
+        _ => Ok(()),
+    }
+    .and_then(|()| match flags.action.as_str() {
         "start" => start::run(&flags),
         "delete" => delete::run(&flags),
         "" if flags.info => start::info(),
@@ -63,7 +67,7 @@ fn main() -> ExitCode {
         other => Err(anyhow::anyhow!(
             "unknown action {other:?} (expected start or delete)"
         )),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -75,6 +79,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The task id and the namespace name files, sockets and runsc state: both must be ids before
+/// any of that happens.
+fn check_ids(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
+    if flags.namespace.is_empty() {
+        anyhow::bail!("-namespace is required");
+    }
+    runsc_shim::ids::validate("namespace", &flags.namespace)?;
+    runsc_shim::ids::validate("container id", &flags.id)?;
+    Ok(())
 }
 
 fn print_version() -> ExitCode {

@@ -85,17 +85,18 @@ pub(crate) fn grouping_key(flags: &Flags, bundle: &Path, cfg: &ShimConfig) -> St
         return flags.id.clone();
     }
     match BundleSpec::read(bundle).map(|s| s.kind()) {
-        Ok(ContainerKind::PodContainer { sandbox_id }) => sandbox_id,
+        // An annotation: used only if it is an id (Create then refuses the container).
+        Ok(ContainerKind::PodContainer { sandbox_id })
+            if runsc_shim::ids::validate("sandbox id", &sandbox_id).is_ok() =>
+        {
+            sandbox_id
+        }
         // The pause container's id is the sandbox id.
         _ => flags.id.clone(),
     }
 }
 
 pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
-    runsc_shim::ids::validate("container id", &flags.id)?;
-    if flags.namespace.is_empty() {
-        bail!("-namespace is required");
-    }
     let mut input = Vec::new();
     std::io::stdin()
         .take(STDIN_LIMIT)

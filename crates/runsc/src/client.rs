@@ -144,35 +144,6 @@ impl Runsc {
         parse("wait", &out)
     }
 
-    /// Removes the lock file runsc may leave behind for a deleted container (runsc 20221219
-    /// does after a sandbox was killed from outside, e.g. by the OOM killer). Only when the
-    /// container's state file is gone.
-    pub fn remove_stale_lock(&self, id: &str, sandbox_id: &str) {
-        let base = format!("{id}_sandbox:{sandbox_id}");
-        if !self.opts.root.join(format!("{base}.state")).exists() {
-            let _ = std::fs::remove_file(self.opts.root.join(format!("{base}.lock")));
-        }
-    }
-
-    /// Host pid of the gofer of container `id` in sandbox `sandbox_id`, from runsc's state
-    /// file `<root>/<id>_sandbox:<sandbox_id>.state` (key `goferPid`). That file is runsc's
-    /// internal format (the same in 20221219 and 20240729); `None` when it cannot be read.
-    /// A container's gofer exits when the container's last process does.
-    pub fn gofer_pid(&self, id: &str, sandbox_id: &str) -> Option<i32> {
-        #[derive(serde::Deserialize)]
-        struct StateFile {
-            #[serde(rename = "goferPid", default)]
-            gofer_pid: i32,
-        }
-        let path = self
-            .opts
-            .root
-            .join(format!("{id}_sandbox:{sandbox_id}.state"));
-        let bytes = std::fs::read(path).ok()?;
-        let state: StateFile = serde_json::from_slice(&bytes).ok()?;
-        (state.gofer_pid > 0).then_some(state.gofer_pid)
-    }
-
     /// `runsc exec --detach`: starts a process in a running container. The helper whose pid
     /// lands in `opts.pid_file` lives as long as the process and exits with its status.
     pub async fn exec(&self, id: &str, opts: &ExecOpts, stdio: StdioFds) -> Result<(), Error> {

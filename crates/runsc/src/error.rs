@@ -99,6 +99,10 @@ impl Error {
         let m = message.to_ascii_lowercase();
         if m.contains("usage: runsc") || m.contains("unknown command") {
             FailureKind::UnknownCommand
+        } else if m.contains("is ambiguous") {
+            // "loading container \"we\": id \"we\" is ambiguous ...": the container may well
+            // exist; never read this as "not found".
+            FailureKind::Other
         } else if m.contains("in state paused") {
             FailureKind::Paused
         } else if m.contains("loading container") || m.contains("loading sandbox") {
@@ -176,6 +180,10 @@ mod tests {
             FailureKind::UnknownCommand
         );
         assert_eq!(failed("permission denied").kind(), FailureKind::Other);
+        assert_eq!(
+            failed("loading container \"we\": id \"we\" is ambiguous and could refer to multiple containers: \"web\", \"web2\"").kind(),
+            FailureKind::Other
+        );
         let t = Error::Timeout {
             command: "state".into(),
             timeout: Duration::from_secs(1),

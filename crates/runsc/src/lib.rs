@@ -28,6 +28,7 @@ mod client;
 mod error;
 mod logjson;
 mod opts;
+mod root;
 mod spawn;
 mod types;
 
@@ -35,6 +36,7 @@ pub use client::{Runsc, StdioFds};
 pub use error::{Error, FailureKind};
 pub use logjson::log_errors;
 pub use opts::{CreateOpts, DeleteOpts, ExecOpts, GlobalOpts, KillOpts, LogFormat};
+pub use root::RootEntry;
 pub use spawn::{ExitStatus, Spawned, Spawner, TokioSpawner};
 pub use types::{
     CpuStats, CpuUsage, Event, HugetlbStats, InterfaceStats, MemoryEntry, MemoryStats, PidsStats,

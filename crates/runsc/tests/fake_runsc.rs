@@ -129,21 +129,6 @@ async fn exact_argv_and_parsed_output() {
     );
 }
 
-#[test]
-fn gofer_pid_from_state_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = Runsc::new(GlobalOpts::new("runsc", dir.path()), Arc::new(TokioSpawner));
-    assert_eq!(r.gofer_pid("sub", "pod"), None);
-    std::fs::write(
-        dir.path().join("sub_sandbox:pod.state"),
-        r#"{"id":"sub","goferPid":4321,"sandbox":{"pid":99},"status":"running"}"#,
-    )
-    .unwrap();
-    assert_eq!(r.gofer_pid("sub", "pod"), Some(4321));
-    std::fs::write(dir.path().join("sub_sandbox:pod.state"), "{garbage").unwrap();
-    assert_eq!(r.gofer_pid("sub", "pod"), None);
-}
-
 #[tokio::test]
 async fn error_message_comes_from_the_json_log() {
     let dir = tempfile::tempdir().unwrap();

@@ -303,6 +303,17 @@ fn normalize(key: &str) -> String {
         .collect()
 }
 
+/// Global runsc flags the shim sets itself on every call and depends on, with what to use
+/// instead: `--root` (where runsc keeps the state the shim reads), `--log`/`--log-format`
+/// (runsc's error messages, read back as JSON from the bundle's `log.json`). A
+/// `[runsc_config]` entry would silently take them over.
+const SHIM_OWNED_FLAGS: [(&str, &str); 4] = [
+    ("root", "set the top-level `root` key instead"),
+    ("log", "use `debug-log` for runsc's own logs"),
+    ("log-format", "use `debug-log-format` for runsc's own logs"),
+    ("log-fd", "use `debug-log` for runsc's own logs"),
+];
+
 /// A `[runsc_config]` value as runsc flag text. gVisor's shim takes strings only; booleans and
 /// numbers (`debug = true`) are accepted here too.
 fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, String> {
@@ -313,6 +324,13 @@ fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, 
     {
         return Err(format!(
             "`runsc_config` key {flag:?} is not a runsc flag name"
+        ));
+    }
+    let canonical = flag.replace('_', "-").to_ascii_lowercase();
+    if let Some((_, instead)) = SHIM_OWNED_FLAGS.iter().find(|(f, _)| *f == canonical) {
+        return Err(format!(
+            "`runsc_config.{flag}` cannot be set: the shim passes --{canonical} to runsc itself \
+             and relies on it ({instead})"
         ));
     }
     match v {
@@ -441,6 +459,29 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    /// Issue 12, item 2: flags the shim owns cannot be taken over from `[runsc_config]`.
+    #[test]
+    fn shim_owned_runsc_flags_are_refused() {
+        for key in ["root", "log", "log-format", "log_format", "log-fd", "LOG"] {
+            let text = format!("[runsc_config]\n{key} = \"/x\"\n");
+            let err = ShimConfig::parse(&text, Source::File("/etc/runsc.toml".into()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("/etc/runsc.toml"), "{key}: {err}");
+            assert!(
+                err.contains(&format!("`runsc_config.{key}` cannot be set")),
+                "{err}"
+            );
+        }
+        // Flags next to them stay the user's.
+        let cfg = ShimConfig::parse(
+            "[runsc_config]\ndebug-log = \"/d/\"\nlog-packets = \"true\"\nsystemd-cgroup = \"true\"\n",
+            Source::Body,
+        )
+        .unwrap();
+        assert_eq!(cfg.runsc_config.len(), 3);
     }
 
     #[test]

@@ -92,18 +92,24 @@ pub async fn cleanup(
     let state = PersistedState::load(bundle)?;
     // containerd runs this after every normal delete too, on the path of the client's
     // `task delete`: when runsc has nothing left for this container, there is nothing to ask.
-    if let Some(state) = state.as_ref().filter(|s| runsc_knows(&s.runsc_root, id)) {
+    // runsc resolves ids by prefix, so only an exact state file of this container (in its
+    // sandbox's root) lets runsc be asked: `delete --force we` would otherwise delete `web`.
+    if let Some(state) = state.as_ref() {
+        crate::ids::validate("sandbox id", &state.sandbox_id)?;
         let mut opts = runsc::GlobalOpts::new(&state.binary, &state.runsc_root);
         opts.flags = state.runsc_flags.clone();
         opts.timeout = CLEANUP_RUNSC_TIMEOUT;
         let runsc = runsc::Runsc::new(opts, spawner).with_log(bundle.join("log.json"));
-        let deleted = runsc.delete(id, runsc::DeleteOpts { force: true }).await;
-        runsc.remove_stale_lock(id, &state.sandbox_id);
-        if let Err(e) = deleted
-            && !matches!(e.kind(), runsc::FailureKind::NotFound)
-        {
-            tracing::warn!(error = %e, "runsc delete during cleanup failed");
+        if runsc.has_container(id, &state.sandbox_id) {
+            let deleted = runsc.delete(id, runsc::DeleteOpts { force: true }).await;
+            if let Err(e) = deleted
+                && !matches!(e.kind(), runsc::FailureKind::NotFound)
+            {
+                tracing::warn!(error = %e, "runsc delete during cleanup failed");
+            }
         }
+        runsc.remove_stale_lock(id, &state.sandbox_id);
+        runsc.remove_root_if_unused();
     }
     let rootfs = state
         .and_then(|s| s.rootfs)
@@ -129,31 +135,9 @@ fn remove_dead_socket(bundle: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// Whether runsc's root holds any file of container `id` (its state and lock files are named
-/// `<id>_sandbox:<sandbox>.*`; any runsc naming contains the id).
-fn runsc_knows(root: &Path, id: &str) -> bool {
-    match std::fs::read_dir(root) {
-        Ok(entries) => entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().contains(id)),
-        // Unreadable: ask runsc to be safe.
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runsc_knows_its_containers() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!runsc_knows(&dir.path().join("missing"), "c1"));
-        assert!(!runsc_knows(dir.path(), "c1"));
-        std::fs::write(dir.path().join("c1_sandbox:c1.state"), "{}").unwrap();
-        assert!(runsc_knows(dir.path(), "c1"));
-        assert!(!runsc_knows(dir.path(), "c2"));
-    }
 
     #[test]
     fn round_trip() {

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::io::{Console, ProcessIo, StdioConfig};
+use crate::io::{Closing, Console, ProcessIo, StdioConfig};
 
 /// Where a process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,9 @@ pub struct Process {
     /// Serializes start, kill, pause/resume, delete and exit handling of this process.
     pub lifecycle: tokio::sync::Mutex<()>,
     /// Live stdio, once opened.
-    pub io: tokio::sync::Mutex<Option<ProcessIo>>,
+    /// A plain mutex: nothing waits while holding it (draining and closing hand a
+    /// [`Closing`] out to be awaited after the lock is released).
+    io: Mutex<Option<ProcessIo>>,
     console: Mutex<Option<Console>>,
     /// An exec's OCI process spec (JSON), until it is started.
     spec: Mutex<Option<serde_json::Value>>,
@@ -121,7 +123,7 @@ impl Process {
             state: Mutex::new(State::new()),
             exited: watch::channel(None).0,
             lifecycle: tokio::sync::Mutex::new(()),
-            io: tokio::sync::Mutex::new(None),
+            io: Mutex::new(None),
             console: Mutex::new(None),
             spec: Mutex::new(None),
         }
@@ -137,6 +139,21 @@ impl Process {
     /// The exec's process spec (shared; it stays for a retried start).
     pub fn spec(&self) -> Option<serde_json::Value> {
         self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The live stdio (held only briefly, never across an await).
+    pub fn io(&self) -> MutexGuard<'_, Option<ProcessIo>> {
+        self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After an exit: the stdio's remaining output, to be awaited with no lock held.
+    pub fn drain_io(&self) -> Option<Closing> {
+        self.io().as_mut().map(ProcessIo::drain)
+    }
+
+    /// At delete: the whole stdio's wind-down, to be awaited with no lock held.
+    pub fn close_io(&self) -> Option<Closing> {
+        self.io().as_mut().map(ProcessIo::close)
     }
 
     /// The state lock (held only briefly, never across an await).

@@ -20,53 +20,76 @@ use runsc_shim::reaper::{Reaper, ReaperSpawner};
 use runsc_shim::service::{CreateRequest, ExecRequest, Options, Service};
 
 const FAKE: &str = r#"#!/bin/sh
+# --root is the sandbox's runsc root (<base>/<ns>/<sandbox>): runsc's state files go there,
+# as `<id>_sandbox:<sandbox>.state`. The test's control files and the fake's bookkeeping live in
+# the namespace directory above it ($ctl).
 root=""; log=""
 for a in "$@"; do case "$a" in --root=*) root="${a#--root=}";; --log=*) log="${a#--log=}";; esac; done
+[ "$1" = --version ] && { echo "runsc version fake"; exit 0; }
+ctl="$(dirname "$root")"; sb="$(basename "$root")"
 sub=""
 for a in "$@"; do case "$a" in --*) ;; *) sub="$a"; break;; esac; done
 last=""; prev=""
 for a in "$@"; do prev="$last"; last="$a"; done
-mkdir -p "$root"
-echo "$sub $last" >> "$root/calls"
+mkdir -p "$ctl"
+echo "$sub $last" >> "$ctl/calls"
 fail() { printf '{"msg":"%s","level":"error","time":"t"}' "$1" >> "$log"; echo "$1" >&2; exit 128; }
-[ -f "$root/fail-$sub" ] && fail "$(cat "$root/fail-$sub")"
-[ -f "$root/hang-$sub" ] && exec sleep 1000
-[ -f "$root/garbage-$sub" ] && { echo '{not json'; exit 0; }
+[ -f "$ctl/fail-$sub" ] && fail "$(cat "$ctl/fail-$sub")"
+[ -f "$ctl/hang-$sub" ] && exec sleep 1000
+[ -f "$ctl/garbage-$sub" ] && { echo '{not json'; exit 0; }
+# Like runsc: an id names the one container whose id it is a prefix of.
+resolve() {
+  n=0; full=""
+  for f in "$root/$1"*_sandbox:*.state; do
+    [ -e "$f" ] || continue; n=$((n+1)); b="${f##*/}"; full="${b%%_sandbox:*}"
+  done
+  [ "$n" -gt 1 ] && fail "loading container \\\"$1\\\": id \\\"$1\\\" is ambiguous and could refer to multiple containers"
+  [ "$n" -eq 0 ] && fail "loading container \\\"$1\\\": file does not exist"
+  echo "$full"
+}
 case "$sub" in
 create)
   id="$last"
   for a in "$@"; do case "$a" in --pid-file=*) pidfile="${a#--pid-file=}";; esac; done
   (
-    while [ ! -f "$root/$id.started" ]; do sleep 0.02; done
-    if [ -f "$root/$id.exit" ]; then exit "$(cat "$root/$id.exit")"; fi
+    while [ ! -f "$ctl/$id.started" ]; do sleep 0.02; done
+    if [ -f "$ctl/$id.exit" ]; then exit "$(cat "$ctl/$id.exit")"; fi
     exec sleep 1000
   ) </dev/null >/dev/null 2>&1 &
   printf '%s' $! > "$pidfile"
-  printf '%s' $! > "$root/$id.pid"
+  printf '%s' $! > "$ctl/$id.pid"
+  echo '{}' > "$root/${id}_sandbox:$sb.state"
+  # A failure after runsc made the container (its sandbox process runs).
+  [ -f "$ctl/fail-after-create" ] && fail "$(cat "$ctl/fail-after-create")"
   ;;
-start) touch "$root/$last.started" ;;
+start) id="$(resolve "$last")" || exit 128; touch "$ctl/$id.started" ;;
 kill)
+  id="$(resolve "$prev")" || exit 128
   target=""
   for a in "$@"; do case "$a" in --pid=*) target="${a#--pid=}";; esac; done
   if [ -z "$target" ]; then
-    target=$(cat "$root/$prev.pid" 2>/dev/null)
+    target=$(cat "$ctl/$id.pid" 2>/dev/null)
     # SIGKILL to the container ends the processes exec'd into it too, as in a real sandbox.
-    [ "$last" = 9 ] && for p in $(cat "$root/$prev.execs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    [ "$last" = 9 ] && for p in $(cat "$ctl/$id.execs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   fi
   [ -n "$target" ] && kill -"$last" "$target" 2>/dev/null || fail "sandbox is not running" ;;
 delete)
+  id="$(resolve "$last")" || exit 128
   # The sandbox and, as with a real sandbox, every process exec'd into it.
-  for pid in $(cat "$root/$last.pid" "$root/$last.execs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-  rm -f "$root/$last.pid" "$root/$last.started" "$root/$last.execs" ;;
-ps) printf '[1'; for p in $(cat "$root/$last.execs" 2>/dev/null); do printf ',%s' "$p"; done; echo ']' ;;
-events) echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
-pause|resume|update) ;;
+  for pid in $(cat "$ctl/$id.pid" "$ctl/$id.execs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+  rm -f "$ctl/$id.pid" "$ctl/$id.started" "$ctl/$id.execs" "$root/${id}_sandbox:"*.state ;;
+ps) id="$(resolve "$last")" || exit 128; printf '[1'; for p in $(cat "$ctl/$id.execs" 2>/dev/null); do printf ',%s' "$p"; done; echo ']' ;;
+events) resolve "$last" >/dev/null || exit 128; echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
+pause|resume|update) resolve "$last" >/dev/null || exit 128 ;;
 exec)
+  id="$(resolve "$last")" || exit 128
   for a in "$@"; do case "$a" in --pid-file=*) pf="${a#--pid-file=}";; --internal-pid-file=*) ipf="${a#--internal-pid-file=}";; --process=*) proc="${a#--process=}";; esac; done
   if grep -q '"exit5"' "$proc"; then ( sleep 0.1; exit 5 ) </dev/null >/dev/null 2>&1 &
+  # More output than a pipe holds, to the stdio runsc was given, then exit.
+  elif grep -q '"flood"' "$proc"; then head -c 100000 /dev/zero </dev/null &
   else sleep 1000 </dev/null >/dev/null 2>&1 & fi
   # The helper's host pid doubles as the "pid inside the sandbox".
-  printf '%s' $! > "$pf"; printf '%s' $! > "$ipf"; echo $! >> "$root/$last.execs" ;;
+  printf '%s' $! > "$pf"; printf '%s' $! > "$ipf"; echo $! >> "$ctl/$id.execs" ;;
 *) echo "Usage: runsc <flags> <subcommand> <subcommand args>" >&2; exit 128 ;;
 esac
 exit 0
@@ -506,6 +529,7 @@ async fn pause_resume_update_and_unknown_update() {
 #[tokio::test]
 async fn create_failure_is_reported_and_rolled_back() {
     let f = Fixture::new();
+    // Early: runsc made nothing, so there is nothing to delete (and no id to guess at).
     f.touch("fail-create", "creating container: cannot stat rootfs");
     let req = f.request("f1");
     let bundle = req.bundle.clone();
@@ -515,18 +539,29 @@ async fn create_failure_is_reported_and_rolled_back() {
         "{}",
         err.chain()
     );
+    assert_eq!(f.calls(), ["create f1"]);
+    assert!(!bundle.join("state.json").exists());
+    assert!(!f.runsc_root().join("f1").exists(), "sandbox root removed");
+    std::fs::remove_file(f.runsc_root().join("fail-create")).unwrap();
+    // Late: runsc made the container, then failed; rollback deletes it.
+    f.touch("fail-after-create", "starting sandbox: boom");
+    let req = f.request("f1");
+    let err = f.svc.create(req).await.unwrap_err();
+    assert!(err.chain().contains("boom"), "{}", err.chain());
     assert!(
         f.calls().contains(&"delete f1".to_owned()),
         "rollback deletes: {:?}",
         f.calls()
     );
     assert!(!bundle.join("state.json").exists());
+    assert!(!f.runsc_root().join("f1").exists(), "sandbox root removed");
     assert_eq!(f.svc.task_count(), 0);
     assert!(f.events.topics("f1").is_empty());
     // The id is free again.
-    std::fs::remove_file(f.runsc_root().join("fail-create")).unwrap();
+    std::fs::remove_file(f.runsc_root().join("fail-after-create")).unwrap();
     f.svc.create(f.request("f1")).await.unwrap();
     f.svc.delete("f1", "").await.unwrap();
+    assert!(!f.runsc_root().join("f1").exists(), "sandbox root removed");
 }
 
 #[tokio::test]
@@ -1028,4 +1063,160 @@ async fn create_delete_cycles_leak_nothing() {
         })
         .collect();
     assert!(zombies.is_empty(), "zombies: {zombies:?}");
+}
+
+/// Issue 12, item 1: runsc resolves ids by prefix. Containers whose ids prefix each other
+/// (`ctr run ... web`, `web2`, `we`) each work, and no path acts on a sibling: not a start, an
+/// exec, a kill, the delete of a stopped task, nor containerd's cleanup after the task is gone.
+#[tokio::test]
+async fn issue_12_ids_that_prefix_each_other() {
+    let f = Fixture::new();
+    f.svc.create(f.request("web2")).await.unwrap();
+    let web2 = f.svc.start("web2", "").await.unwrap();
+    // A new id that is a prefix of a running one.
+    f.svc.create(f.request("we")).await.unwrap();
+    f.svc.start("we", "").await.unwrap();
+    f.svc.create(f.request("web")).await.unwrap();
+    f.svc.start("web", "").await.unwrap();
+    // Exec into and kill the one in the middle.
+    f.svc
+        .exec(exec_req("web", "x1", r#""sh""#, false))
+        .await
+        .unwrap();
+    f.svc.start("web", "x1").await.unwrap();
+    f.svc.kill("web", "", 9, false).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("web", ""))
+        .await
+        .expect("web ends when killed")
+        .unwrap();
+    assert_eq!(exit.status, 137);
+    f.svc.delete("web", "x1").await.unwrap();
+    f.svc.delete("web", "").await.unwrap();
+    // `we` ends on its own; its delete and a later cleanup (as containerd runs after every
+    // delete, or after a dead shim) must not reach web2.
+    f.svc.kill("we", "", 15, false).await.unwrap();
+    f.svc.wait("we", "").await.unwrap();
+    f.svc.delete("we", "").await.unwrap();
+    let bundle_we = f.dir.path().join("bundles/we");
+    let spawner: Arc<dyn runsc::Spawner> = Arc::new(ReaperSpawner(reaper()));
+    runsc_shim::persist::cleanup(&bundle_we, "we", spawner.clone())
+        .await
+        .unwrap();
+    assert!(
+        sandbox_alive(web2),
+        "web2 survived everything done to web and we"
+    );
+    assert_eq!(f.svc.state("web2", "").unwrap().status, Status::Running);
+    for id in ["we", "web"] {
+        assert!(
+            !f.runsc_root().join(id).exists(),
+            "{id}: sandbox root removed"
+        );
+    }
+    f.svc.kill("web2", "", 9, false).await.unwrap();
+    f.svc.wait("web2", "").await.unwrap();
+    f.svc.delete("web2", "").await.unwrap();
+}
+
+/// Inside one pod sandbox runsc still resolves ids by prefix: a container whose id runsc could
+/// not tell from a sibling's is refused with a clear error, and nothing is left of it.
+#[tokio::test]
+async fn pod_container_ids_that_prefix_each_other_are_refused() {
+    let f = Fixture::new();
+    let pod_req = |id: &str, kind: &str| {
+        let req = f.request(id);
+        let config = req.bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        spec["annotations"] = serde_json::json!({
+            "io.kubernetes.cri.container-type": kind,
+            "io.kubernetes.cri.sandbox-id": "pod",
+        });
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+        req
+    };
+    f.svc.create(pod_req("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    f.svc.create(pod_req("app", "container")).await.unwrap();
+    let req = pod_req("ap", "container");
+    let bundle = req.bundle.clone();
+    let err = f.svc.create(req).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ap") && msg.contains("\"app\"") && msg.contains("prefix"),
+        "{msg}"
+    );
+    assert!(!bundle.join("state.json").exists());
+    // A container of a sandbox that is not here.
+    let mut req = pod_req("other", "container");
+    let config = req.bundle.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"pod\"", "\"nopod\"");
+    std::fs::write(&config, text).unwrap();
+    req.id = "other".into();
+    let err = f.svc.create(req).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert!(err.to_string().contains("nopod"), "{err}");
+    assert!(!f.runsc_root().join("nopod").exists());
+    // A sandbox id that is no id.
+    let req = pod_req("evil", "container");
+    let config = req.bundle.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"pod\"", "\"../../etc\"");
+    std::fs::write(&config, text).unwrap();
+    let err = f.svc.create(req).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(err.to_string().contains("sandbox id"), "{err}");
+    f.svc.delete("app", "").await.unwrap();
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
+    assert!(!f.runsc_root().join("pod").exists(), "sandbox root removed");
+}
+
+/// Issue 12, item 6: no request waits on another process's output. An exec floods a FIFO
+/// nobody reads and exits; while its output drains (up to the drain timeout), CloseIO of the
+/// same exec and requests for the task answer at once.
+#[tokio::test]
+async fn issue_12_close_io_does_not_wait_for_a_drain() {
+    let f = Fixture::new();
+    f.svc.create(f.request("d1")).await.unwrap();
+    f.svc.start("d1", "").await.unwrap();
+    let fifo = f.dir.path().join("out.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut req = exec_req("d1", "flood", r#""flood""#, false);
+    req.stdio.stdout = fifo.display().to_string();
+    f.svc.exec(req).await.unwrap();
+    let pid = f.svc.start("d1", "flood").await.unwrap();
+    // The flood has exited (and was reaped) once its pid is gone: the drain is under way,
+    // stuck on the full FIFO.
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the flooding exec exits");
+    let started = std::time::Instant::now();
+    f.svc.close_io("d1", "flood").await.unwrap();
+    f.svc.state("d1", "flood").unwrap();
+    f.svc.pids("d1").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "CloseIO waited {:?} for the drain",
+        started.elapsed()
+    );
+    // The drain gives up on the reader that never reads; then the exit is reported.
+    let exit = tokio::time::timeout(Duration::from_secs(20), f.svc.wait("d1", "flood"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 0);
+    f.svc.delete("d1", "flood").await.unwrap();
+    f.svc.kill("d1", "", 9, false).await.unwrap();
+    f.svc.wait("d1", "").await.unwrap();
+    f.svc.delete("d1", "").await.unwrap();
 }

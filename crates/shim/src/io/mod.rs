@@ -403,11 +403,49 @@ impl ProcessIo {
         self.stdin_keepalive = None;
     }
 
-    /// After the process exited: copies out what the pipes still hold and closes containerd's
-    /// FIFOs (the client waits for that before it deletes the task).
-    pub async fn drain(&mut self) {
+    /// After the process exited: lets the copies deliver what the pipes still hold, then
+    /// closes containerd's FIFOs (the client waits for that before it deletes the task). Only
+    /// the hand-over happens here; the returned [`Closing`] is awaited without holding any
+    /// lock, so no request ever waits on another process's output.
+    pub fn drain(&mut self) -> Closing {
         let _ = self.drain.send(true);
-        let copies = std::mem::take(&mut self.output_copies);
+        if let Some(stdin) = self.stdin_copy.take() {
+            stdin.abort();
+        }
+        self.stdin_keepalive = None;
+        self.stdin_fifo = None;
+        self.console_sink = None;
+        Closing {
+            copies: std::mem::take(&mut self.output_copies),
+            logger: None,
+        }
+    }
+
+    /// Releases everything (at delete): the copies drain, a logging binary stops, the FIFOs
+    /// close. As for [`ProcessIo::drain`], the waiting is in the returned [`Closing`].
+    pub fn close(&mut self) -> Closing {
+        let mut closing = self.drain();
+        self.process_side = None;
+        self.console = None;
+        closing.logger = self.logger.take();
+        closing
+    }
+}
+
+/// Output copies (and a logging binary) being wound down. Dropped without
+/// [`Closing::wait`], they are stopped at once.
+#[derive(Debug, Default)]
+#[must_use = "the copies deliver the last output only if waited for"]
+pub struct Closing {
+    copies: Vec<JoinHandle<()>>,
+    logger: Option<BinaryLogger>,
+}
+
+impl Closing {
+    /// Waits until the copies delivered what the pipes hold (at most [`DRAIN_TIMEOUT`]: only
+    /// a reader that stopped reading takes that long), then stops the logging binary.
+    pub async fn wait(mut self) {
+        let copies = std::mem::take(&mut self.copies);
         let aborts: Vec<_> = copies.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(copies))
             .await
@@ -416,21 +454,24 @@ impl ProcessIo {
             tracing::warn!("stdio reader stopped reading; dropping undelivered output");
             aborts.iter().for_each(|a| a.abort());
         }
-        if let Some(stdin) = self.stdin_copy.take() {
-            stdin.abort();
-        }
-        self.stdin_keepalive = None;
-        self.stdin_fifo = None;
-        self.console_sink = None;
-    }
-
-    /// Releases everything (at delete): stops a logging binary, closes the FIFOs.
-    pub async fn close(&mut self) {
-        self.drain().await;
-        self.process_side = None;
-        self.console = None;
         if let Some(logger) = self.logger.take() {
             logger.stop().await;
+        }
+    }
+
+    /// Waits for several at once (a task and its execs at delete).
+    pub async fn wait_all(all: impl IntoIterator<Item = Closing>) {
+        futures::future::join_all(all.into_iter().map(Closing::wait)).await;
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        for copy in self.copies.drain(..) {
+            copy.abort();
+        }
+        if let Some(logger) = self.logger.take() {
+            logger.kill_now();
         }
     }
 }

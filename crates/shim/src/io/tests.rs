@@ -99,7 +99,7 @@ async fn fifo_output_is_drained_at_exit_despite_other_holders() {
     // Give the copies a moment, then write more that only the drain can pick up.
     tokio::time::sleep(Duration::from_millis(50)).await;
     nix::unistd::write(&gofer_copy, b"last words\n").unwrap();
-    tokio::time::timeout(Duration::from_secs(5), io.drain())
+    tokio::time::timeout(Duration::from_secs(5), io.drain().wait())
         .await
         .expect("drain must not wait for EOF");
     let mut got = Vec::new();
@@ -183,7 +183,7 @@ async fn file_uri_shares_one_file() {
     let side = io.take_process_side();
     nix::unistd::write(side.stdout.as_ref().unwrap(), b"out\n").unwrap();
     nix::unistd::write(side.stderr.as_ref().unwrap(), b"err\n").unwrap();
-    io.close().await;
+    io.close().wait().await;
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "out\nerr\n");
 }
 
@@ -242,5 +242,5 @@ async fn pipes_belong_to_io_uid() {
         let meta = std::fs::File::from(fd).metadata().unwrap();
         assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
     }
-    io.close().await;
+    io.close().wait().await;
 }

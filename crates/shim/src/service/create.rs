@@ -54,18 +54,29 @@ struct Undo {
     state_file: Option<PathBuf>,
     rootfs: Option<PathBuf>,
     io: Option<ProcessIo>,
-    runsc: Option<(Runsc, String)>,
+    /// runsc, the container id and its sandbox id: runsc may hold the container.
+    runsc: Option<(Runsc, String, String)>,
+    /// A sandbox root directory this create made.
+    sandbox_root: Option<Runsc>,
 }
 
 impl Undo {
     async fn run(mut self) {
-        if let Some((runsc, id)) = self.runsc.take()
-            && let Err(e) = runsc.delete(&id, DeleteOpts { force: true }).await
-        {
-            tracing::warn!(error = %e, "rollback: runsc delete failed");
+        if let Some((runsc, id, sandbox_id)) = self.runsc.take() {
+            // Only a container runsc really has under this exact id: runsc resolves ids by
+            // prefix, and `delete --force we` would delete a sibling `web`.
+            if runsc.has_container(&id, &sandbox_id)
+                && let Err(e) = runsc.delete(&id, DeleteOpts { force: true }).await
+            {
+                tracing::warn!(error = %e, "rollback: runsc delete failed");
+            }
+            runsc.remove_stale_lock(&id, &sandbox_id);
+        }
+        if let Some(runsc) = self.sandbox_root.take() {
+            runsc.remove_root_if_unused();
         }
         if let Some(mut io) = self.io.take() {
-            io.close().await;
+            io.close().wait().await;
         }
         if let Some(rootfs) = self.rootfs.take()
             && let Err(e) = mount::unmount_all(&rootfs)
@@ -135,11 +146,26 @@ fn runsc_flags(cfg: &ShimConfig, sandbox_id: &str) -> BTreeMap<String, String> {
     flags
 }
 
+/// The runsc root of sandbox `sandbox_id`: `<root>/<namespace>/<sandbox id>`. One root per
+/// sandbox, because runsc resolves container ids by prefix within a root: containers of
+/// different sandboxes (`ctr run ... web` beside `web2`) never meet there. A sandbox created
+/// by an earlier version of this shim lives directly in `<root>/<namespace>`; its later
+/// containers join it there.
+fn sandbox_root(ns_root: &Path, sandbox_id: &str, kind: &ContainerKind) -> PathBuf {
+    let own = ns_root.join(sandbox_id);
+    let legacy_state = ns_root.join(format!("{sandbox_id}_sandbox:{sandbox_id}.state"));
+    if !kind.is_root() && !own.exists() && legacy_state.exists() {
+        return ns_root.to_path_buf();
+    }
+    own
+}
+
 impl Service {
     /// Create: mounts the rootfs, prepares stdio and runs `runsc create`. On any failure
     /// everything done so far is undone: no sandbox, mount, FIFO handle or file is left.
     pub async fn create(&self, req: CreateRequest) -> Result<u32> {
         crate::ids::validate("container id", &req.id)?;
+        crate::ids::validate("namespace", &self.inner.namespace)?;
         let inner = &self.inner;
         {
             let table = inner.table();
@@ -177,137 +203,33 @@ impl Service {
     }
 }
 
+/// The spec of a create, read and prepared.
+struct Prepared {
+    spec: BundleSpec,
+    kind: ContainerKind,
+    sandbox_id: String,
+}
+
 impl Inner {
     async fn create(
         self: &Arc<Self>,
         req: &CreateRequest,
         undo: &mut Undo,
     ) -> Result<Arc<Container>> {
-        let options = match &req.options {
-            Some((type_url, value)) => config::decode_options(type_url, value)?,
-            None => None,
-        };
-        let cfg = ShimConfig::load(options.as_ref())?;
-        if !cfg.unknown_keys.is_empty() {
-            tracing::warn!(
-                config = %source_label(&cfg).display(),
-                keys = ?cfg.unknown_keys,
-                "ignoring unknown configuration keys"
-            );
-        }
-        let mut spec = BundleSpec::read(&req.bundle)?;
-        if spec.terminal != req.stdio.terminal {
-            return Err(Error::InvalidArgument(format!(
-                "the request asks for terminal={} but config.json has process.terminal={}",
-                req.stdio.terminal, spec.terminal
-            )));
-        }
-        let kind = spec.kind();
-        if podspec::prepare(&mut spec.json, &kind, &self.options.kubelet_pods_dir)? {
-            write_spec(&req.bundle, &spec.json)?;
-        }
-        let sandbox_id = match &kind {
-            ContainerKind::PodContainer { sandbox_id } => sandbox_id.clone(),
-            _ => req.id.clone(),
-        };
-        let binary = resolve_binary(&cfg)?;
-        let runsc_root = cfg.runsc_root(&self.namespace);
-        ensure_dir(&runsc_root).map_err(|e| Error::Config {
-            path: source_label(&cfg),
-            message: format!(
-                "runsc root {} is not usable: {}",
-                runsc_root.display(),
-                e.chain()
-            ),
-        })?;
-        let flags = runsc_flags(&cfg, &sandbox_id);
-
-        let rootfs = (!req.rootfs.is_empty()).then(|| req.bundle.join("rootfs"));
-        let state_path = req.bundle.join(crate::persist::STATE_FILE);
-        PersistedState {
-            rootfs: rootfs.clone(),
-            binary: binary.display().to_string(),
-            runsc_root: runsc_root.clone(),
-            runsc_flags: flags.clone(),
-            sandbox_id: sandbox_id.clone(),
-        }
-        .save(&req.bundle)?;
-        undo.state_file = Some(state_path);
-
-        if let Some(rootfs) = &rootfs {
-            mount_rootfs(req.rootfs.clone(), rootfs.clone()).await?;
-            undo.rootfs = Some(rootfs.clone());
-        }
-        if !spec.root.is_dir() {
-            return Err(Error::InvalidArgument(format!(
-                "container rootfs {} does not exist or is not a directory",
-                spec.root.display()
-            )));
-        }
-        // Like runc, fail the create (not the start) when the program is missing.
-        crate::program::check(&spec.root, &spec.json).map_err(|reason| {
-            Error::InvalidArgument(format!("cannot create task {}: {reason}", req.id))
-        })?;
-
-        let mut opts = GlobalOpts::new(binary, runsc_root);
-        opts.flags = flags;
-        opts.timeout = self.options.runsc_timeout;
-        let runsc = Runsc::new(opts, self.spawner.clone()).with_log(req.bundle.join("log.json"));
-
-        let owner = IoOwner {
-            namespace: &self.namespace,
-            id: &req.id,
-            uid: cfg.io_uid,
-            gid: cfg.io_gid,
-        };
-        let mut io = ProcessIo::open(&req.stdio, owner, &self.reaper).await?;
-        let console_socket = if req.stdio.terminal {
-            Some(ConsoleSocket::new()?)
-        } else {
-            None
-        };
-        let pid_file = req.bundle.join("init.pid");
-        let create_opts = CreateOpts {
-            pid_file: Some(pid_file.clone()),
-            console_socket: console_socket.as_ref().map(|s| s.path().to_path_buf()),
-            // gVisor's own log for the pod, next to the containers' logs (sandbox only).
-            user_log: (kind == ContainerKind::PodSandbox)
-                .then(|| spec.annotations.get(crate::spec::CRI_SANDBOX_LOG_DIR))
-                .flatten()
-                .filter(|d| !d.is_empty())
-                .map(|d| Path::new(d).join("gvisor.log")),
-        };
-        // runsc gives the root container of a sandbox the stdio of `runsc create`; a later
-        // container of a pod gets the stdio of `runsc start`.
-        let create_stdio = if kind.is_root() {
-            io.take_process_side()
-        } else {
-            StdioFds::default()
-        };
+        let cfg = load_config(req)?;
+        let prepared = self.prepare_spec(req)?;
+        let runsc = self.runsc_for(req, &cfg, &prepared, undo)?;
+        let rootfs = prepare_bundle(req, &prepared, &runsc, undo).await?;
         let since = Instant::now();
-        let created = runsc
-            .create(&req.id, &req.bundle, &create_opts, create_stdio)
-            .await;
-        // Whatever happened, runsc may have left a container behind.
-        undo.runsc = Some((runsc.clone(), req.id.clone()));
-        undo.io = Some(io);
-        created.map_err(|e| Error::runsc(format!("create task {}", req.id), e))?;
-
-        if let Some(socket) = &console_socket {
-            let console = socket.receive(self.options.console_timeout).await?;
-            if let Some(io) = undo.io.as_mut() {
-                io.attach_console(console);
-            }
-        }
-        drop(console_socket);
-        let pid = read_pid(&pid_file)?;
+        let pid = self.run_create(req, &cfg, &prepared, &runsc, undo).await?;
+        let Prepared { spec, kind, .. } = prepared;
 
         let init = Process::new(None, req.stdio.clone());
         init.state().pid = pid as u32;
         if let Some(console) = undo.io.as_ref().and_then(|io| io.console().cloned()) {
             init.set_console(console);
         }
-        *init.io.lock().await = undo.io.take();
+        *init.io() = undo.io.take();
         let mut container = Container::new(
             req.id.clone(),
             req.bundle.clone(),
@@ -329,11 +251,205 @@ impl Inner {
             self.watch_exit(container.clone(), container.init.clone(), exit);
         }
         // Success: nothing to undo.
-        undo.runsc = None;
-        undo.rootfs = None;
-        undo.state_file = None;
+        *undo = Undo::default();
         Ok(container)
     }
+
+    /// Reads `config.json`, applies the pod changes and finds the sandbox the container
+    /// belongs to.
+    fn prepare_spec(&self, req: &CreateRequest) -> Result<Prepared> {
+        let mut spec = BundleSpec::read(&req.bundle)?;
+        if spec.terminal != req.stdio.terminal {
+            return Err(Error::InvalidArgument(format!(
+                "the request asks for terminal={} but config.json has process.terminal={}",
+                req.stdio.terminal, spec.terminal
+            )));
+        }
+        let kind = spec.kind();
+        let sandbox_id = match &kind {
+            ContainerKind::PodContainer { sandbox_id } => {
+                // From an annotation: it names directories and runsc's files below.
+                crate::ids::validate(
+                    &format!("sandbox id (annotation {})", crate::spec::CRI_SANDBOX_ID),
+                    sandbox_id,
+                )?;
+                sandbox_id.clone()
+            }
+            _ => req.id.clone(),
+        };
+        if podspec::prepare(&mut spec.json, &kind, &self.options.kubelet_pods_dir)? {
+            write_spec(&req.bundle, &spec.json)?;
+        }
+        Ok(Prepared {
+            spec,
+            kind,
+            sandbox_id,
+        })
+    }
+
+    /// The runsc client of the container: its sandbox's root (made if this container makes
+    /// the sandbox), the configured flags, the bundle's log. Refuses an id runsc could not
+    /// tell from another one in that root.
+    fn runsc_for(
+        &self,
+        req: &CreateRequest,
+        cfg: &ShimConfig,
+        prepared: &Prepared,
+        undo: &mut Undo,
+    ) -> Result<Runsc> {
+        let (kind, sandbox_id) = (&prepared.kind, prepared.sandbox_id.as_str());
+        let binary = resolve_binary(cfg)?;
+        let root = sandbox_root(&cfg.runsc_root(&self.namespace), sandbox_id, kind);
+        if !kind.is_root() && !root.is_dir() {
+            return Err(Error::NotFound(format!(
+                "cannot create task {}: its pod sandbox {sandbox_id} is not running here \
+                 (no runsc root {})",
+                req.id,
+                root.display()
+            )));
+        }
+        let made_root = !root.exists();
+        ensure_dir(&root).map_err(|e| Error::Config {
+            path: source_label(cfg),
+            message: format!("runsc root {} is not usable: {}", root.display(), e.chain()),
+        })?;
+        let mut opts = GlobalOpts::new(binary, root);
+        opts.flags = runsc_flags(cfg, sandbox_id);
+        opts.timeout = self.options.runsc_timeout;
+        let runsc = Runsc::new(opts, self.spawner.clone()).with_log(req.bundle.join("log.json"));
+        if made_root {
+            undo.sandbox_root = Some(runsc.clone());
+        }
+        let conflicts = runsc.prefix_conflicts(&req.id);
+        if !conflicts.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot create task {} in pod sandbox {sandbox_id}: runsc resolves container \
+                 ids by prefix and could not tell it from {conflicts:?} in the same sandbox",
+                req.id
+            )));
+        }
+        if runsc.has_container(&req.id, sandbox_id) {
+            return Err(Error::AlreadyExists(format!(
+                "runsc already has a container {} in {}",
+                req.id,
+                runsc.opts().root.display()
+            )));
+        }
+        Ok(runsc)
+    }
+
+    /// Opens the stdio and runs `runsc create`; returns the sandbox pid. The io and the
+    /// runsc container are left in `undo` (the io is taken from there on success).
+    async fn run_create(
+        &self,
+        req: &CreateRequest,
+        cfg: &ShimConfig,
+        prepared: &Prepared,
+        runsc: &Runsc,
+        undo: &mut Undo,
+    ) -> Result<i32> {
+        let (spec, kind) = (&prepared.spec, &prepared.kind);
+        let owner = IoOwner {
+            namespace: &self.namespace,
+            id: &req.id,
+            uid: cfg.io_uid,
+            gid: cfg.io_gid,
+        };
+        let mut io = ProcessIo::open(&req.stdio, owner, &self.reaper).await?;
+        let console_socket = if req.stdio.terminal {
+            Some(ConsoleSocket::new()?)
+        } else {
+            None
+        };
+        let pid_file = req.bundle.join("init.pid");
+        let create_opts = CreateOpts {
+            pid_file: Some(pid_file.clone()),
+            console_socket: console_socket.as_ref().map(|s| s.path().to_path_buf()),
+            // gVisor's own log for the pod, next to the containers' logs (sandbox only).
+            user_log: (*kind == ContainerKind::PodSandbox)
+                .then(|| spec.annotations.get(crate::spec::CRI_SANDBOX_LOG_DIR))
+                .flatten()
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join("gvisor.log")),
+        };
+        // runsc gives the root container of a sandbox the stdio of `runsc create`; a later
+        // container of a pod gets the stdio of `runsc start`.
+        let create_stdio = if kind.is_root() {
+            io.take_process_side()
+        } else {
+            StdioFds::default()
+        };
+        let created = runsc
+            .create(&req.id, &req.bundle, &create_opts, create_stdio)
+            .await;
+        // Whatever happened, runsc may have left a container behind.
+        undo.runsc = Some((runsc.clone(), req.id.clone(), prepared.sandbox_id.clone()));
+        undo.io = Some(io);
+        created.map_err(|e| Error::runsc(format!("create task {}", req.id), e))?;
+
+        if let Some(socket) = &console_socket {
+            let console = socket.receive(self.options.console_timeout).await?;
+            if let Some(io) = undo.io.as_mut() {
+                io.attach_console(console);
+            }
+        }
+        read_pid(&pid_file)
+    }
+}
+
+/// The configuration the request's options point at.
+fn load_config(req: &CreateRequest) -> Result<ShimConfig> {
+    let options = match &req.options {
+        Some((type_url, value)) => config::decode_options(type_url, value)?,
+        None => None,
+    };
+    let cfg = ShimConfig::load(options.as_ref())?;
+    if !cfg.unknown_keys.is_empty() {
+        tracing::warn!(
+            config = %source_label(&cfg).display(),
+            keys = ?cfg.unknown_keys,
+            "ignoring unknown configuration keys"
+        );
+    }
+    Ok(cfg)
+}
+
+/// Records the state `delete` needs, mounts the rootfs and checks that the program exists.
+/// Returns the rootfs this shim mounted.
+async fn prepare_bundle(
+    req: &CreateRequest,
+    prepared: &Prepared,
+    runsc: &Runsc,
+    undo: &mut Undo,
+) -> Result<Option<PathBuf>> {
+    let spec = &prepared.spec;
+    let rootfs = (!req.rootfs.is_empty()).then(|| req.bundle.join("rootfs"));
+    let opts = runsc.opts();
+    PersistedState {
+        rootfs: rootfs.clone(),
+        binary: opts.binary.display().to_string(),
+        runsc_root: opts.root.clone(),
+        runsc_flags: opts.flags.clone(),
+        sandbox_id: prepared.sandbox_id.clone(),
+    }
+    .save(&req.bundle)?;
+    undo.state_file = Some(req.bundle.join(crate::persist::STATE_FILE));
+
+    if let Some(rootfs) = &rootfs {
+        mount_rootfs(req.rootfs.clone(), rootfs.clone()).await?;
+        undo.rootfs = Some(rootfs.clone());
+    }
+    if !spec.root.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "container rootfs {} does not exist or is not a directory",
+            spec.root.display()
+        )));
+    }
+    // Like runc, fail the create (not the start) when the program is missing.
+    crate::program::check(&spec.root, &spec.json).map_err(|reason| {
+        Error::InvalidArgument(format!("cannot create task {}: {reason}", req.id))
+    })?;
+    Ok(rootfs)
 }
 
 /// Rewrites `<bundle>/config.json` (atomically).

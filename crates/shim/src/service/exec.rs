@@ -139,7 +139,7 @@ impl Inner {
         let since = Instant::now();
         let run = c.runsc.exec(&c.id, &opts, io.take_process_side()).await;
         if let Err(e) = run {
-            io.close().await;
+            io.close().wait().await;
             return Err(Error::runsc(
                 format!("start exec {exec_id} in task {}", c.id),
                 e,
@@ -149,7 +149,7 @@ impl Inner {
         let (pid, internal) = match pids {
             Ok(p) => p,
             Err(e) => {
-                io.close().await;
+                io.close().wait().await;
                 return Err(e);
             }
         };
@@ -170,12 +170,12 @@ impl Inner {
                     };
                     let _ = c.runsc.kill(&c.id, libc::SIGKILL as u32, kill).await;
                     let _ = exit.await;
-                    io.close().await;
+                    io.close().wait().await;
                     return Err(e);
                 }
             }
         }
-        *p.io.lock().await = Some(io);
+        *p.io() = Some(io);
         {
             let mut st = p.state();
             st.pid = pid as u32;
@@ -204,8 +204,8 @@ impl Inner {
             Status::Deleted => return Err(Error::NotFound(format!("exec {exec_id:?} not found"))),
             Status::Created | Status::Stopped => {}
         }
-        if let Some(io) = p.io.lock().await.as_mut() {
-            io.close().await;
+        if let Some(closing) = p.close_io() {
+            closing.wait().await;
         }
         p.state().transition(Status::Deleted)?;
         c.remove_exec(exec_id);

@@ -9,6 +9,7 @@ use super::{Deleted, Inner, Service, ignored_by_default, validate_signal};
 use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::io::Closing;
 use crate::process::{Exit, Process, Status};
 
 /// How long an init exit waits for the exits of its container's execs.
@@ -32,8 +33,7 @@ impl Service {
         let stdio = if c.kind.is_root() {
             StdioFds::default()
         } else {
-            p.io.lock()
-                .await
+            p.io()
                 .as_mut()
                 .map(|io| io.take_process_side())
                 .unwrap_or_default()
@@ -78,8 +78,8 @@ impl Service {
                 if ignored_by_default(signal) {
                     return Ok(());
                 }
-                c.runsc
-                    .delete(id, DeleteOpts { force: true })
+                self.inner
+                    .runsc_delete(&c)
                     .await
                     .map_err(|e| Error::runsc(format!("kill created task {id}"), e))?;
                 self.inner.finish(&c, &p, 128 + signal).await;
@@ -144,28 +144,30 @@ impl Service {
             }
             Status::Deleted => return Err(Error::NotFound(format!("task {id:?} not found"))),
             Status::Created => {
-                c.runsc
-                    .delete(id, DeleteOpts { force: true })
+                self.inner
+                    .runsc_delete(&c)
                     .await
                     .map_err(|e| Error::runsc(format!("delete task {id}"), e))?;
                 self.inner.finish(&c, &p, 128 + libc::SIGKILL as u32).await;
             }
             Status::Stopped => {}
         }
-        if let Err(e) = c.runsc.delete(id, DeleteOpts { force: true }).await
+        if let Err(e) = self.inner.runsc_delete(&c).await
             && e.kind() != FailureKind::NotFound
         {
             return Err(Error::runsc(format!("delete task {id}"), e));
         }
         c.runsc.remove_stale_lock(id, &c.sandbox_id);
-        for exec in c.exec_list() {
-            if let Some(io) = exec.io.lock().await.as_mut() {
-                io.close().await;
-            }
-        }
-        if let Some(io) = p.io.lock().await.as_mut() {
-            io.close().await;
-        }
+        // The last container of a sandbox takes the sandbox's runsc root with it.
+        c.runsc.remove_root_if_unused();
+        // Every process's stdio winds down at once, none under a lock.
+        let closing: Vec<_> = c
+            .exec_list()
+            .iter()
+            .chain(std::iter::once(&p))
+            .filter_map(|p| p.close_io())
+            .collect();
+        Closing::wait_all(closing).await;
         if let Some(rootfs) = &c.mounted_rootfs {
             crate::mount::unmount_all(rootfs)?;
         }
@@ -194,6 +196,17 @@ impl Service {
 }
 
 impl Inner {
+    /// `runsc delete --force` of container `c`, if runsc still has it under its exact id.
+    /// runsc resolves ids by prefix: once `we` is gone, `runsc delete --force we` would delete
+    /// a sibling `web`.
+    async fn runsc_delete(&self, c: &Container) -> std::result::Result<(), runsc::Error> {
+        if !c.runsc.has_container(&c.id, &c.sandbox_id) {
+            tracing::debug!(id = %c.id, "runsc has no such container: nothing to delete");
+            return Ok(());
+        }
+        c.runsc.delete(&c.id, DeleteOpts { force: true }).await
+    }
+
     /// Records the exit of `p` once its status arrives. For the root container of a sandbox
     /// the exit of the sandbox also ends every container of the pod.
     pub(super) fn watch_exit(
@@ -216,8 +229,8 @@ impl Inner {
                 inner.execs_exit_first(&c).await;
             }
             // Deliver the output first, without holding the lifecycle lock.
-            if let Some(io) = p.io.lock().await.as_mut() {
-                io.drain().await;
+            if let Some(closing) = p.drain_io() {
+                closing.wait().await;
             }
             let _lifecycle = p.lifecycle.lock().await;
             inner.finish(&c, &p, status).await;
@@ -325,8 +338,8 @@ impl Inner {
                 }
             };
             let p = c.init.clone();
-            if let Some(io) = p.io.lock().await.as_mut() {
-                io.drain().await;
+            if let Some(closing) = p.drain_io() {
+                closing.wait().await;
             }
             let _lifecycle = p.lifecycle.lock().await;
             inner.finish(&c, &p, status).await;
@@ -335,8 +348,8 @@ impl Inner {
 
     /// Records an exit and publishes TaskExit (once). The caller holds the lifecycle lock.
     pub(super) async fn finish(&self, c: &Container, p: &Process, status: u32) {
-        if let Some(io) = p.io.lock().await.as_mut() {
-            io.drain().await;
+        if let Some(closing) = p.drain_io() {
+            closing.wait().await;
         }
         let pid = p.snapshot().pid;
         if let Some(exit) = p.set_exited(status) {

@@ -193,7 +193,7 @@ impl Service {
     /// CloseIO: no more input for the process.
     pub async fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
         let p = self.inner.container(id)?.process(exec_id)?;
-        if let Some(io) = p.io.lock().await.as_mut() {
+        if let Some(io) = p.io().as_mut() {
             io.close_stdin();
         }
         Ok(())
