@@ -11,6 +11,7 @@ mod errors;
 mod install;
 mod logging;
 mod publisher;
+mod sandbox;
 mod serve;
 mod start;
 mod task;

@@ -471,6 +471,52 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
         Ok(())
     });
 
+    // Issue 12: runsc resolves ids by prefix; users pick ids like these.
+    r.run(&format!("{p}/ids_that_prefix_each_other"), || {
+        e.run_d("web2", &[], &["sleep", "1000"])?;
+        let res = (|| {
+            e.run("we", &[], &["true"])?.ok()?;
+            e.run_d("web", &[], &["sleep", "1000"])?;
+            let out =
+                e.c.ctr_ok(&["task", "exec", "--exec-id", "x1", "web", "echo", "in-web"])?;
+            ensure!(out == "in-web\n", "exec into web: {out:?}");
+            e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "web"])?;
+            e.wait_status("web", "STOPPED")?;
+            ensure!(e.exit_status("web")? == 137, "web's exit");
+            e.c.ctr_ok(&["task", "delete", "web"])?;
+            e.c.ctr_ok(&["containers", "rm", "web"])?;
+            // `we` again, now that it is gone for good: a created task killed and removed.
+            e.c.ctr_ok(&[
+                "container",
+                "create",
+                "--runtime",
+                RUNTIME,
+                "--runtime-config-path",
+                &e.runsc_toml,
+                IMAGE,
+                "we",
+                "true",
+            ])?;
+            e.c.ctr_ok(&["task", "start", "-d", "we"])?;
+            e.wait_status("we", "STOPPED")?;
+            e.c.ctr_ok(&["task", "delete", "we"])?;
+            e.c.ctr_ok(&["containers", "rm", "we"])?;
+            ensure!(
+                e.task_status("web2")? == "RUNNING",
+                "web2 is {}",
+                e.task_status("web2")?
+            );
+            let out =
+                e.c.ctr_ok(&["task", "exec", "--exec-id", "x2", "web2", "echo", "in-web2"])?;
+            ensure!(out == "in-web2\n", "exec into web2: {out:?}");
+            Ok(())
+        })();
+        e.remove("web2");
+        e.remove("web");
+        e.remove("we");
+        res
+    });
+
     r.run(&format!("{p}/env_cwd_readonly_and_bind_mount"), || {
         let host = e.work.join("hostdir");
         std::fs::create_dir_all(&host)?;

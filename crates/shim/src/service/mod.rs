@@ -143,9 +143,14 @@ impl Service {
         (std::process::id(), task_pid)
     }
 
+    /// Whether the service holds no task and is creating none.
+    pub fn is_idle(&self) -> bool {
+        self.inner.table().is_empty() && self.inner.creating().is_empty()
+    }
+
     /// Shutdown: accepted (returns true) only when no task is left.
     pub fn shutdown(&self) -> bool {
-        if !self.inner.table().is_empty() || !self.inner.creating().is_empty() {
+        if !self.is_idle() {
             return false;
         }
         self.inner.shutdown.send_replace(true);
