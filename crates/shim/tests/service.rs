@@ -19,81 +19,8 @@ use runsc_shim::process::Status;
 use runsc_shim::reaper::{Reaper, ReaperSpawner};
 use runsc_shim::service::{CreateRequest, ExecRequest, Options, Service};
 
-const FAKE: &str = r#"#!/bin/sh
-# --root is the sandbox's runsc root (<base>/<ns>/<sandbox>): runsc's state files go there,
-# as `<id>_sandbox:<sandbox>.state`. The test's control files and the fake's bookkeeping live in
-# the namespace directory above it ($ctl).
-root=""; log=""
-for a in "$@"; do case "$a" in --root=*) root="${a#--root=}";; --log=*) log="${a#--log=}";; esac; done
-[ "$1" = --version ] && { echo "runsc version fake"; exit 0; }
-ctl="$(dirname "$root")"; sb="$(basename "$root")"
-sub=""
-for a in "$@"; do case "$a" in --*) ;; *) sub="$a"; break;; esac; done
-last=""; prev=""
-for a in "$@"; do prev="$last"; last="$a"; done
-mkdir -p "$ctl"
-echo "$sub $last" >> "$ctl/calls"
-fail() { printf '{"msg":"%s","level":"error","time":"t"}' "$1" >> "$log"; echo "$1" >&2; exit 128; }
-[ -f "$ctl/fail-$sub" ] && fail "$(cat "$ctl/fail-$sub")"
-[ -f "$ctl/hang-$sub" ] && exec sleep 1000
-[ -f "$ctl/garbage-$sub" ] && { echo '{not json'; exit 0; }
-# Like runsc: an id names the one container whose id it is a prefix of.
-resolve() {
-  n=0; full=""
-  for f in "$root/$1"*_sandbox:*.state; do
-    [ -e "$f" ] || continue; n=$((n+1)); b="${f##*/}"; full="${b%%_sandbox:*}"
-  done
-  [ "$n" -gt 1 ] && fail "loading container \\\"$1\\\": id \\\"$1\\\" is ambiguous and could refer to multiple containers"
-  [ "$n" -eq 0 ] && fail "loading container \\\"$1\\\": file does not exist"
-  echo "$full"
-}
-case "$sub" in
-create)
-  id="$last"
-  for a in "$@"; do case "$a" in --pid-file=*) pidfile="${a#--pid-file=}";; esac; done
-  (
-    while [ ! -f "$ctl/$id.started" ]; do sleep 0.02; done
-    if [ -f "$ctl/$id.exit" ]; then exit "$(cat "$ctl/$id.exit")"; fi
-    exec sleep 1000
-  ) </dev/null >/dev/null 2>&1 &
-  printf '%s' $! > "$pidfile"
-  printf '%s' $! > "$ctl/$id.pid"
-  echo '{}' > "$root/${id}_sandbox:$sb.state"
-  # A failure after runsc made the container (its sandbox process runs).
-  [ -f "$ctl/fail-after-create" ] && fail "$(cat "$ctl/fail-after-create")"
-  ;;
-start) id="$(resolve "$last")" || exit 128; touch "$ctl/$id.started" ;;
-kill)
-  id="$(resolve "$prev")" || exit 128
-  target=""
-  for a in "$@"; do case "$a" in --pid=*) target="${a#--pid=}";; esac; done
-  if [ -z "$target" ]; then
-    target=$(cat "$ctl/$id.pid" 2>/dev/null)
-    # SIGKILL to the container ends the processes exec'd into it too, as in a real sandbox.
-    [ "$last" = 9 ] && for p in $(cat "$ctl/$id.execs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-  fi
-  [ -n "$target" ] && kill -"$last" "$target" 2>/dev/null || fail "sandbox is not running" ;;
-delete)
-  id="$(resolve "$last")" || exit 128
-  # The sandbox and, as with a real sandbox, every process exec'd into it.
-  for pid in $(cat "$ctl/$id.pid" "$ctl/$id.execs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-  rm -f "$ctl/$id.pid" "$ctl/$id.started" "$ctl/$id.execs" "$root/${id}_sandbox:"*.state ;;
-ps) id="$(resolve "$last")" || exit 128; printf '[1'; for p in $(cat "$ctl/$id.execs" 2>/dev/null); do printf ',%s' "$p"; done; echo ']' ;;
-events) resolve "$last" >/dev/null || exit 128; echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
-pause|resume|update) resolve "$last" >/dev/null || exit 128 ;;
-exec)
-  id="$(resolve "$last")" || exit 128
-  for a in "$@"; do case "$a" in --pid-file=*) pf="${a#--pid-file=}";; --internal-pid-file=*) ipf="${a#--internal-pid-file=}";; --process=*) proc="${a#--process=}";; esac; done
-  if grep -q '"exit5"' "$proc"; then ( sleep 0.1; exit 5 ) </dev/null >/dev/null 2>&1 &
-  # More output than a pipe holds, to the stdio runsc was given, then exit.
-  elif grep -q '"flood"' "$proc"; then head -c 100000 /dev/zero </dev/null &
-  else sleep 1000 </dev/null >/dev/null 2>&1 & fi
-  # The helper's host pid doubles as the "pid inside the sandbox".
-  printf '%s' $! > "$pf"; printf '%s' $! > "$ipf"; echo $! >> "$ctl/$id.execs" ;;
-*) echo "Usage: runsc <flags> <subcommand> <subcommand args>" >&2; exit 128 ;;
-esac
-exit 0
-"#;
+/// The scripted fake runsc (shared with the binary's tests).
+const FAKE: &str = include_str!("support/fake-runsc.sh");
 
 /// One reaper for the whole test process, on its own runtime thread (the per-test runtimes
 /// come and go).
