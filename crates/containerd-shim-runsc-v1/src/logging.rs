@@ -1,9 +1,14 @@
 //! Shim logs in containerd's format, to the bundle's `log` FIFO.
 //!
 //! containerd reads `<bundle>/log` and copies it into its own log, so lines are logrus'
-//! logfmt (`time="..." level=info msg="..." key=value`). Writing never blocks the shim: when
-//! containerd is not reading (restarting), lines that do not fit are dropped. The level comes
-//! from `-debug` and can be changed by `log_level`; `log_path` adds a file.
+//! logfmt (`time="..." level=info msg="..." key=value`), like every other line there. Writing
+//! never blocks the shim: when containerd is not reading (restarting), lines that do not fit
+//! are dropped. The level comes from `-debug` and can be changed by `log_level`; `log_path`
+//! adds a file.
+//!
+//! The layer is ours rather than `tracing-logfmt`'s: that formatter names its keys `ts` and
+//! `message` and has no way to write logrus' `time` and `msg`, which is what containerd's
+//! journal and the log parsers pointed at it expect from a shim.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -100,9 +105,19 @@ impl LogControl {
         }
     }
 
-    /// Adds a log file (`log_path`): a trailing `/` means `<dir>/runsc-shim-<id>.log`;
-    /// `%ID%` is replaced by the task id.
+    /// Adds a log file (`log_path`) for this shim process, once: the first task created
+    /// names it (for a pod, the pause container, whose id is the pod sandbox id). A trailing
+    /// `/` means `<dir>/runsc-shim-<id>.log`; `%ID%` is replaced by that id.
     pub(crate) fn set_file(&self, log_path: &str, id: &str) {
+        if self
+            .sink
+            .extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return;
+        }
         let path = if log_path.ends_with('/') {
             format!("{log_path}runsc-shim-{id}.log")
         } else {
@@ -192,8 +207,13 @@ fn push_value(out: &mut String, value: &str) {
             .all(|c| c.is_ascii_graphic() && c != '"' && c != '=' && c != '\\');
     if bare {
         out.push_str(value);
-        return;
+    } else {
+        push_quoted(out, value);
     }
+}
+
+/// A quoted logfmt value (logrus always quotes `msg`).
+fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
         match c {
@@ -254,12 +274,8 @@ where
         line.push('"');
         line.push_str(" level=");
         line.push_str(level_name(event.metadata().level()));
-        line.push_str(" msg=\"");
-        // Always quoted, like logrus.
-        let mut msg = String::new();
-        push_value(&mut msg, &f.message);
-        line.push_str(msg.trim_matches('"'));
-        line.push('"');
+        line.push_str(" msg=");
+        push_quoted(&mut line, &f.message);
         line.push_str(&f.rest);
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
@@ -291,6 +307,126 @@ mod tests {
         let mut s = String::new();
         push_value(&mut s, "a=b");
         assert_eq!(s, r#""a=b""#);
+    }
+
+    /// Parses one logfmt line into (key, value) pairs, undoing the escapes; `None` if the
+    /// line is not well-formed (an unterminated quote, a stray escape).
+    fn parse_logfmt(line: &str) -> Option<Vec<(String, String)>> {
+        let mut pairs = Vec::new();
+        let mut chars = line.chars().peekable();
+        loop {
+            while chars.peek() == Some(&' ') {
+                chars.next();
+            }
+            if chars.peek().is_none() {
+                return Some(pairs);
+            }
+            let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+            chars.next_if_eq(&'=')?;
+            let mut value = String::new();
+            if chars.next_if_eq(&'"').is_some() {
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.next()? {
+                            'n' => value.push('\n'),
+                            'r' => value.push('\r'),
+                            't' => value.push('\t'),
+                            '"' => value.push('"'),
+                            '\\' => value.push('\\'),
+                            'u' => {
+                                let hex: String = (0..4).filter_map(|_| chars.next()).collect();
+                                value.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                            }
+                            _ => return None,
+                        },
+                        c => value.push(c),
+                    }
+                }
+                if chars.peek().is_some_and(|c| *c != ' ') {
+                    return None;
+                }
+            } else {
+                value = std::iter::from_fn(|| chars.next_if(|c| *c != ' ')).collect();
+            }
+            pairs.push((key, value));
+        }
+    }
+
+    /// Every event renders as one well-formed line whose `msg` and fields read back exactly,
+    /// whatever they hold (issue 12: a value ending in `"` was left unterminated).
+    #[test]
+    fn lines_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shim.log");
+        let sink = Arc::new(Sink {
+            fifo: None,
+            extra: Mutex::new(Some(File::create(&path).unwrap())),
+            level: AtomicU8::new(5),
+        });
+        let subscriber = tracing_subscriber::registry().with(LogfmtLayer { sink });
+        let mut rng = fuzzkit::Rng::new(7);
+        let mut cases: Vec<String> = [
+            "say \"hi\"",
+            "ends with a quote\"",
+            "\"",
+            "back\\slash\\",
+            "",
+            "multi\nline\ttab\r",
+            "ctl \u{1}\u{7f}",
+            "a=b c",
+            "ünïcödé",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..200 {
+            let len = rng.below(12);
+            let s: String = (0..len)
+                .map(|_| *b"ab \"\\=\n\t\x01\x7fz".get(rng.below(12)).unwrap_or(&b'x') as char)
+                .collect();
+            cases.push(s);
+        }
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", id = "c\"1");
+            let _g = span.enter();
+            for c in &cases {
+                tracing::info!(detail = %c, "{c}");
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), cases.len());
+        for (line, case) in lines.iter().zip(&cases) {
+            let pairs = parse_logfmt(line).unwrap_or_else(|| panic!("malformed: {line}"));
+            let get = |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            assert_eq!(get("msg").as_deref(), Some(case.as_str()), "{line}");
+            assert_eq!(get("detail").as_deref(), Some(case.as_str()), "{line}");
+            assert_eq!(get("id").as_deref(), Some("c\"1"), "{line}");
+            assert_eq!(get("level").as_deref(), Some("info"), "{line}");
+            assert!(line.starts_with("time=\""), "{line}");
+        }
+    }
+
+    #[test]
+    fn log_file_is_set_once_per_shim() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = LogControl {
+            sink: Arc::new(Sink {
+                fifo: None,
+                extra: Mutex::new(None),
+                level: AtomicU8::new(3),
+            }),
+        };
+        let d = format!("{}/", dir.path().display());
+        control.set_file(&d, "pod");
+        control.set_file(&d, "app");
+        assert!(dir.path().join("runsc-shim-pod.log").exists());
+        assert!(!dir.path().join("runsc-shim-app.log").exists());
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub enum Action {
         path: PathBuf,
         /// Its new content.
         content: String,
+        /// The file whose mode and owner it gets (itself when it is rewritten, the original
+        /// for a backup); `None`: a new file, 0644 and owned by the installer.
+        like: Option<PathBuf>,
     },
 }
 
@@ -253,11 +256,13 @@ pub fn plan_install(opts: &Options) -> Result<Plan, Error> {
             plan.actions.push(Action::Write {
                 path: backup,
                 content: original.clone(),
+                like: Some(opts.containerd_config.clone()),
             });
         }
         plan.actions.push(Action::Write {
             path: opts.containerd_config.clone(),
             content: after,
+            like: existing.is_some().then(|| opts.containerd_config.clone()),
         });
         plan.needs_restart = true;
     }
@@ -266,6 +271,7 @@ pub fn plan_install(opts: &Options) -> Result<Plan, Error> {
         plan.actions.push(Action::Write {
             path: opts.runsc_config.clone(),
             content: default_runsc_toml(runsc.as_deref()),
+            like: None,
         });
     }
     Ok(plan)
@@ -294,6 +300,7 @@ pub fn plan_uninstall(opts: &Options) -> Result<Plan, Error> {
             plan.actions.push(Action::Write {
                 path: opts.containerd_config.clone(),
                 content: after,
+                like: Some(opts.containerd_config.clone()),
             });
             plan.needs_restart = true;
         }
@@ -340,17 +347,60 @@ pub fn describe(plan: &Plan) -> String {
     out
 }
 
-fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
+/// Mode and owner a written file gets.
+#[derive(Debug, Clone, Copy)]
+struct FileMode {
+    mode: u32,
+    owner: Option<(u32, u32)>,
+}
+
+impl FileMode {
+    /// Those of `like`, if it exists; else `default` and the installer's own user.
+    fn like(like: Option<&Path>, default: u32) -> FileMode {
+        use std::os::unix::fs::MetadataExt;
+        match like.and_then(|p| std::fs::metadata(p).ok()) {
+            Some(m) => FileMode {
+                mode: m.mode() & 0o7777,
+                owner: Some((m.uid(), m.gid())),
+            },
+            None => FileMode {
+                mode: default,
+                owner: None,
+            },
+        }
+    }
+}
+
+/// Writes `path` through a temporary file renamed over it. The temporary file is created
+/// owner-only, then given its final owner and mode before any content is written: a
+/// config holding credentials is never readable by anyone it was not readable by.
+fn write_atomic(path: &Path, content: &[u8], fm: FileMode) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     }
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(".runsc-shim.tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, content).map_err(io(format!("write {}", tmp.display())))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(io(format!("chmod {}", tmp.display())))?;
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        if let Some((uid, gid)) = fm.owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(fm.mode))?;
+        f.write_all(content)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(format!("write {}", tmp.display()))(e));
+    }
     std::fs::rename(&tmp, path).map_err(io(format!("write {}", path.display())))
 }
 
@@ -360,17 +410,20 @@ pub fn apply(plan: &Plan) -> Result<(), Error> {
         match a {
             Action::Copy { from, to } => {
                 let bytes = std::fs::read(from).map_err(io(format!("read {}", from.display())))?;
-                write_atomic(to, &bytes, 0o755)?;
+                write_atomic(to, &bytes, FileMode::like(None, 0o755))?;
             }
             Action::Remove(p) => {
                 std::fs::remove_file(p).map_err(io(format!("remove {}", p.display())))?
             }
-            Action::Write { path, content } => {
-                let mode = std::fs::metadata(path)
-                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-                    .unwrap_or(0o644);
-                write_atomic(path, content.as_bytes(), mode)?;
-            }
+            Action::Write {
+                path,
+                content,
+                like,
+            } => write_atomic(
+                path,
+                content.as_bytes(),
+                FileMode::like(like.as_deref(), 0o644),
+            )?,
         }
     }
     Ok(())
@@ -465,6 +518,53 @@ mod tests {
             containerd: Some(PathBuf::from("/bin/echo")),
             ..Options::default()
         }
+    }
+
+    /// Issue 12, item 3: a config readable by root only (it may hold registry credentials)
+    /// stays so, and so does its backup: same mode, same owner.
+    #[test]
+    fn modes_and_owners_are_kept() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(&o.containerd_config, "version = 2\n").unwrap();
+        std::fs::set_permissions(&o.containerd_config, PermissionsExt::from_mode(0o600)).unwrap();
+        // As root, a distinct owner shows that ownership is copied; otherwise our own.
+        if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+            std::os::unix::fs::chown(&o.containerd_config, Some(4321), Some(4322)).unwrap();
+        }
+        let before = std::fs::metadata(&o.containerd_config).unwrap();
+        apply(&plan_install(&o).unwrap()).unwrap();
+        for path in [
+            o.containerd_config.clone(),
+            backup_path(&o.containerd_config),
+        ] {
+            let m = std::fs::metadata(&path).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0o600, "{}", path.display());
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (before.uid(), before.gid()),
+                "{}",
+                path.display()
+            );
+        }
+        let runsc = std::fs::metadata(&o.runsc_config).unwrap();
+        assert_eq!(runsc.mode() & 0o7777, 0o644);
+        let shim = std::fs::metadata(dir.path().join("bin/containerd-shim-runsc-v1")).unwrap();
+        assert_eq!(shim.mode() & 0o7777, 0o755);
+        apply(&plan_uninstall(&o).unwrap()).unwrap();
+        let m = std::fs::metadata(&o.containerd_config).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o600);
+        assert_eq!((m.uid(), m.gid()), (before.uid(), before.gid()));
+        // No temporary file is left.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("etc"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
