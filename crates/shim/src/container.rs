@@ -32,6 +32,10 @@ pub struct Container {
     pub own_pid_ns: bool,
     /// The sandbox's OOM counter (root containers).
     pub oom: Option<crate::oom::OomCounter>,
+    /// The sandbox's host cgroup (cgroup v2 hosts).
+    pub sandbox_cgroup: Option<crate::cgroups::Cgroup>,
+    /// The limits the container's spec sets.
+    pub limits: crate::cgroups::stats::SpecLimits,
     /// The init process.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -67,6 +71,8 @@ impl Container {
             mounted_rootfs,
             own_pid_ns,
             oom: None,
+            sandbox_cgroup: None,
+            limits: Default::default(),
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
         }

@@ -5,6 +5,7 @@
 //! ttrpc or protobuf: the binary crate adapts containerd's Task API onto [`Service`].
 #![warn(missing_docs)]
 
+pub mod cgroups;
 pub mod config;
 pub mod container;
 pub mod error;

@@ -8,6 +8,8 @@ use std::time::Instant;
 use runsc::{CreateOpts, DeleteOpts, GlobalOpts, Runsc, StdioFds};
 
 use super::{Inner, Service, read_pid};
+use crate::cgroups::stats::SpecLimits;
+use crate::cgroups::{self, Cgroup, CgroupsPath, PodLimits};
 use crate::config::{self, ShimConfig, Source};
 use crate::container::Container;
 use crate::error::{Error, IoContext, Result};
@@ -208,6 +210,7 @@ struct Prepared {
     spec: BundleSpec,
     kind: ContainerKind,
     sandbox_id: String,
+    cgroups: CgroupsPath,
 }
 
 impl Inner {
@@ -243,6 +246,10 @@ impl Inner {
         if kind.is_root() {
             container.oom = crate::oom::OomCounter::for_pid(pid);
         }
+        // The sandbox's host cgroup (the pid runsc reports is the sandbox's, for every
+        // container of a pod) and the container's own limits, for statistics.
+        container.sandbox_cgroup = Cgroup::of_pid(pid);
+        container.limits = SpecLimits::from_spec(&spec.json);
         let container = Arc::new(container);
         if kind.is_root() {
             // The sandbox exits with the root container's status (a signal inside the sandbox
@@ -277,13 +284,25 @@ impl Inner {
             }
             _ => req.id.clone(),
         };
-        if podspec::prepare(&mut spec.json, &kind, &self.options.kubelet_pods_dir)? {
+        let cgroups = CgroupsPath::parse(
+            spec.json
+                .pointer("/linux/cgroupsPath")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default(),
+        )?;
+        let mut changed = podspec::prepare(&mut spec.json, &kind, &self.options.kubelet_pods_dir)?;
+        if kind == ContainerKind::PodSandbox {
+            let pod = cgroups::pod_cgroup(&cgroups);
+            changed |= PodLimits::find(&spec.json, pod.as_ref()).apply(&mut spec.json);
+        }
+        if changed {
             write_spec(&req.bundle, &spec.json)?;
         }
         Ok(Prepared {
             spec,
             kind,
             sandbox_id,
+            cgroups,
         })
     }
 
@@ -315,6 +334,14 @@ impl Inner {
         })?;
         let mut opts = GlobalOpts::new(binary, root);
         opts.flags = runsc_flags(cfg, sandbox_id);
+        let configured = cfg
+            .runsc_config
+            .get(cgroups::SYSTEMD_FLAG)
+            .map(String::as_str);
+        if cgroups::needs_systemd_flag(&prepared.cgroups, configured)? {
+            opts.flags
+                .insert(cgroups::SYSTEMD_FLAG.to_owned(), "true".to_owned());
+        }
         opts.timeout = self.options.runsc_timeout;
         let runsc = Runsc::new(opts, self.spawner.clone()).with_log(req.bundle.join("log.json"));
         if made_root {

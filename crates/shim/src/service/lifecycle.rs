@@ -53,6 +53,7 @@ impl Service {
             pid,
         });
         if !c.kind.is_root() {
+            place_gofer(&c);
             self.inner.watch_sub_container(c.clone(), since);
         }
         Ok(pid)
@@ -361,6 +362,31 @@ impl Inner {
                 exit_status: exit.status,
                 exited_at: exit.at,
             });
+        }
+    }
+}
+
+/// Puts the gofer of a later container of a pod into its sandbox's host cgroup (cgroup v2),
+/// where the pod's limits and accounting apply and where the kubelet's pod removal finds it.
+/// With `--systemd-cgroup`, runsc 20221219 and 20240729 try to join the sandbox's existing
+/// scope by starting it again, which systemd ignores, so the gofer would stay in the shim's
+/// own cgroup (containerd's service).
+fn place_gofer(c: &Container) {
+    let Some(sandbox) = c.sandbox_cgroup.as_ref() else {
+        return;
+    };
+    let Some(gofer) = c.runsc.gofer_pid(&c.id, &c.sandbox_id) else {
+        return;
+    };
+    if crate::cgroups::host::v2_cgroup_of(gofer).as_deref() == Some(sandbox.dir()) {
+        return;
+    }
+    match crate::cgroups::host::move_to(sandbox.dir(), gofer) {
+        Ok(()) => {
+            tracing::debug!(id = %c.id, gofer, cgroup = %sandbox.dir().display(), "gofer moved to the sandbox's cgroup")
+        }
+        Err(e) => {
+            tracing::warn!(id = %c.id, gofer, error = %e, "cannot move the gofer to the sandbox's cgroup")
         }
     }
 }

@@ -115,10 +115,19 @@ impl Service {
                 )));
             }
         }
-        c.runsc
+        let mut stats = c
+            .runsc
             .stats(id)
             .await
-            .map_err(|e| Error::runsc(format!("collect statistics of task {id}"), e))
+            .map_err(|e| Error::runsc(format!("collect statistics of task {id}"), e))?;
+        let whole_sandbox = c.kind == crate::spec::ContainerKind::Standalone;
+        crate::cgroups::stats::complete(
+            &mut stats,
+            whole_sandbox,
+            c.limits,
+            c.sandbox_cgroup.as_ref(),
+        );
+        Ok(stats)
     }
 
     /// Update: applies new resources (OCI `LinuxResources` JSON) through `runsc update`.
