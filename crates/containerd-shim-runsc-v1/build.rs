@@ -1,5 +1,25 @@
-//! Embeds the git revision for `-v`.
+//! Compiles the protocol definitions in `proto/` and embeds the git revision for `-v`.
 fn main() {
+    compile_protos();
+    embed_revision();
+}
+
+/// `proto/` (see its README): prost messages in `$OUT_DIR`, included by `src/options.rs`.
+fn compile_protos() {
+    let protos = [
+        "../../proto/runtimeoptions/v1/api.proto",
+        "../../proto/runctypes/runc.proto",
+    ];
+    if let Err(e) = prost_build::compile_protos(&protos, &["../../proto"]) {
+        // Cargo shows build script output only on failure: say what is missing.
+        panic!("compiling {protos:?} failed (protoc comes with Debian's protobuf-compiler): {e}");
+    }
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+}
+
+fn embed_revision() {
     let rev = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

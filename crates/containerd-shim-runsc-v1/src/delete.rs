@@ -9,8 +9,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::flags::Flags;
 use anyhow::Context;
-use containerd_shim::Flags;
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
 

@@ -8,8 +8,10 @@
 mod convert;
 mod delete;
 mod errors;
+mod flags;
 mod install;
 mod logging;
+mod options;
 mod publisher;
 mod sandbox;
 mod serve;
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let flags = match containerd_shim::parse(&args) {
+    let flags = match flags::Flags::parse(&args) {
         Ok(f) => f,
         Err(e) => {
             #[allow(clippy::print_stderr, reason = "command line error")]
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
 
 /// The task id and the namespace name files, sockets and runsc state: both must be ids before
 /// any of that happens.
-fn check_ids(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
+fn check_ids(flags: &flags::Flags) -> anyhow::Result<()> {
     if flags.namespace.is_empty() {
         anyhow::bail!("-namespace is required");
     }

@@ -4,8 +4,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::flags::Flags;
 use anyhow::Context;
-use containerd_shim::Flags;
 use runsc_shim::Service;
 use runsc_shim::reaper::{Reaper, ReaperSpawner};
 use tokio::signal::unix::{SignalKind, signal};

@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, bail};
-use containerd_shim::{Flags, StartOpts};
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use runsc_shim::config::{self, ShimConfig};
+use runsc_shim::config::ShimConfig;
 use runsc_shim::spec::{BundleSpec, ContainerKind};
+
+use crate::flags::{Flags, socket_address};
 
 /// containerd never sends more; anything bigger is not a start request.
 const STDIN_LIMIT: u64 = 10 * 1024 * 1024;
@@ -58,7 +59,7 @@ pub(crate) fn parse_input(input: &[u8], flags: &Flags) -> anyhow::Result<StartIn
             .extensions
             .iter()
             .filter_map(|e| e.value.as_ref())
-            .find(|a| a.type_url.ends_with(config::RUNTIME_OPTIONS_TYPE))
+            .find(|a| a.type_url.ends_with(crate::options::RUNTIME_OPTIONS))
             .cloned();
         let level = params.log_level.value();
         return Ok(StartInput {
@@ -110,23 +111,21 @@ pub(crate) fn run(flags: &Flags) -> anyhow::Result<()> {
     let options = input
         .options
         .as_ref()
-        .and_then(|a| config::decode_options(&a.type_url, &a.value).ok().flatten());
+        .and_then(|a| crate::options::decode(&a.type_url, &a.value).ok().flatten());
     let cfg = ShimConfig::load(options.as_ref()).unwrap_or_default();
     let group = grouping_key(flags, &bundle, &cfg);
     let shim_cgroup = input
         .options
         .as_ref()
-        .and_then(|a| config::runc_shim_cgroup(&a.type_url, &a.value))
+        .and_then(|a| crate::options::runc_shim_cgroup(&a.type_url, &a.value))
         .or_else(|| cfg.shim_cgroup.clone());
 
-    let opts = StartOpts {
-        id: flags.id.clone(),
-        address: flags.address.clone(),
-        namespace: flags.namespace.clone(),
-        socket_dir: input.socket_dir.clone(),
-        ..Default::default()
-    };
-    let address = opts.socket_address(&group);
+    let address = socket_address(
+        &flags.address,
+        &flags.namespace,
+        &group,
+        input.socket_dir.as_deref(),
+    );
     let path = address
         .strip_prefix("unix://")
         .unwrap_or(&address)
@@ -360,13 +359,13 @@ mod tests {
     }
 
     fn runtime_options(path: &str) -> Any {
-        let opts = config::RuntimeOptions {
+        let opts = runsc_shim::config::RuntimeOptions {
             config_path: path.into(),
             ..Default::default()
         };
         Any {
             type_url: "runtimeoptions.v1.Options".into(),
-            value: prost::Message::encode_to_vec(&opts),
+            value: crate::options::encode_runtime_options(&opts),
             ..Default::default()
         }
     }

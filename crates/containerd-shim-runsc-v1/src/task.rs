@@ -128,10 +128,12 @@ impl Task for TaskService {
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
             },
-            options: req
-                .options
-                .as_ref()
-                .map(|a| (a.type_url.clone(), a.value.clone())),
+            options: match req.options.as_ref() {
+                Some(a) => {
+                    crate::options::decode(&a.type_url, &a.value).map_err(|e| to_ttrpc(&e))?
+                }
+                None => None,
+            },
         };
         let pid = rpc!("create", req.id, "", self.svc.create(create))?;
         if let Some(cfg) = self.svc.config_of(&req.id) {

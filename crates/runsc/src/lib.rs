@@ -6,7 +6,8 @@
 //! `runsc` without racing its own reaper, and tests can record what would have run.
 //!
 //! Every call has a deadline: a `runsc` that hangs is killed and the call fails with
-//! [`Error::Timeout`] instead of hanging the caller.
+//! [`Error::Timeout`] instead of hanging the caller. The one exception is the caller's choice:
+//! [`Runsc::wait`] with no timeout, which lasts as long as the container.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), runsc::Error> {

@@ -12,63 +12,17 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// CRI's `runtimeoptions.v1.Options` (field numbers are the wire contract; see the .proto).
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+/// Where the shim's configuration is, as containerd's runtime options say (CRI's
+/// `runtimeoptions.v1.Options`, decoded by the binary from `proto/runtimeoptions/v1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Type of the configuration the file holds (gVisor documents
     /// `io.containerd.runsc.v1.options`).
-    #[prost(string, tag = "1")]
     pub type_url: String,
     /// Path of the TOML configuration file.
-    #[prost(string, tag = "2")]
     pub config_path: String,
     /// Inline TOML, used when `config_path` is empty.
-    #[prost(bytes = "vec", tag = "3")]
     pub config_body: Vec<u8>,
-}
-
-/// Type URL suffix of [`RuntimeOptions`] (CRI sends `runtimeoptions.v1.Options`).
-pub const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
-
-/// runc option types containerd 1.x clients send to every runtime; tolerated and ignored.
-const RUNC_OPTION_TYPES: [&str; 3] = [
-    "containerd.runc.v1.Options",
-    "containerd.linux.runc.CreateOptions",
-    "containerd.runhcs.v1.Options",
-];
-
-/// The one field of runc's `containerd.runc.v1.Options` this shim honours.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-struct RuncOptions {
-    #[prost(string, tag = "3")]
-    shim_cgroup: String,
-}
-
-/// The one field of containerd 1.x's `containerd.linux.runc.CreateOptions` this shim honours.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
-struct RuncCreateOptions {
-    #[prost(string, tag = "9")]
-    shim_cgroup: String,
-}
-
-/// The `ShimCgroup` of runc's option types (what `ctr run --runc-shim-cgroup`, the client's
-/// `WithShimCgroup` and containerd's runtime `options` table set), if the options are one of
-/// them and name a cgroup.
-pub fn runc_shim_cgroup(type_url: &str, value: &[u8]) -> Option<String> {
-    let cgroup = match type_url.rsplit('/').next().unwrap_or_default() {
-        "containerd.runc.v1.Options" => {
-            <RuncOptions as prost::Message>::decode(value)
-                .ok()?
-                .shim_cgroup
-        }
-        "containerd.linux.runc.CreateOptions" => {
-            <RuncCreateOptions as prost::Message>::decode(value)
-                .ok()?
-                .shim_cgroup
-        }
-        _ => return None,
-    };
-    Some(cgroup).filter(|c| !c.is_empty())
 }
 
 /// Global config files read when containerd passes no configuration at all (the same paths
@@ -80,28 +34,6 @@ pub const GLOBAL_CONFIG_PATHS: [&str; 2] = [
 
 /// Default runsc state root; the namespace is appended.
 pub const DEFAULT_ROOT: &str = "/run/containerd/runsc";
-
-/// Decodes the options `Any` containerd sent (to `start` or with `Create`).
-///
-/// Returns `None` for no options and for option types of other runtimes (containerd 1.6/1.7
-/// clients send runc's `CreateOptions` to any runtime). Malformed runtime options are an error.
-pub fn decode_options(type_url: &str, value: &[u8]) -> Result<Option<RuntimeOptions>> {
-    let name = type_url.rsplit('/').next().unwrap_or_default();
-    if type_url.is_empty() && value.is_empty() {
-        return Ok(None);
-    }
-    if name == RUNTIME_OPTIONS_TYPE {
-        return prost::Message::decode(value).map(Some).map_err(|e| {
-            Error::InvalidArgument(format!("malformed runtime options ({type_url}): {e}"))
-        });
-    }
-    if RUNC_OPTION_TYPES.contains(&name) {
-        tracing::debug!(type_url, "ignoring options of another runtime type");
-    } else {
-        tracing::warn!(type_url, "ignoring runtime options of unknown type");
-    }
-    Ok(None)
-}
 
 /// Where the configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,8 +278,6 @@ fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, 
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use super::*;
 
     #[test]
@@ -494,84 +424,6 @@ mod tests {
         assert!(
             err.contains("/nonexistent/runsc.toml") && err.contains("cannot read"),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn options_decoding() {
-        let opts = RuntimeOptions {
-            type_url: "io.containerd.runsc.v1.options".into(),
-            config_path: "/etc/containerd/runsc.toml".into(),
-            config_body: b"x = 1".to_vec(),
-        };
-        let bytes = opts.encode_to_vec();
-        assert_eq!(
-            decode_options("runtimeoptions.v1.Options", &bytes).unwrap(),
-            Some(opts.clone())
-        );
-        assert_eq!(
-            decode_options("type.googleapis.com/runtimeoptions.v1.Options", &bytes).unwrap(),
-            Some(opts)
-        );
-        assert_eq!(decode_options("", &[]).unwrap(), None);
-        assert_eq!(
-            decode_options("containerd.linux.runc.CreateOptions", &[8, 1]).unwrap(),
-            None
-        );
-        let err = decode_options("runtimeoptions.v1.Options", &[0xff, 0xff]).unwrap_err();
-        assert!(
-            err.to_string().starts_with("malformed runtime options"),
-            "{err}"
-        );
-    }
-
-    /// The derived message must match the .proto we ship (field names and numbers).
-    #[test]
-    fn derived_type_matches_proto_file() {
-        let proto = include_str!("../../../proto/runtimeoptions/v1/api.proto");
-        assert!(proto.contains("package runtimeoptions.v1;"));
-        assert!(proto.contains("string type_url = 1;"));
-        assert!(proto.contains("string config_path = 2;"));
-        assert!(proto.contains("bytes config_body = 3;"));
-        // Field 1, 2 (length-delimited) and 3 on the wire, in that order.
-        let bytes = RuntimeOptions {
-            type_url: "a".into(),
-            config_path: "b".into(),
-            config_body: b"c".to_vec(),
-        }
-        .encode_to_vec();
-        assert_eq!(bytes, [0x0a, 1, b'a', 0x12, 1, b'b', 0x1a, 1, b'c']);
-    }
-
-    #[test]
-    fn shim_cgroup_of_runc_options() {
-        // containerd.runc.v1.Options{binary_name: "runc" (6), shim_cgroup: "/a/b" (3)}
-        let mut v = vec![0x32, 4];
-        v.extend_from_slice(b"runc");
-        v.extend_from_slice(&[0x1a, 4]);
-        v.extend_from_slice(b"/a/b");
-        assert_eq!(
-            runc_shim_cgroup("types.containerd.io/containerd.runc.v1.Options", &v).as_deref(),
-            Some("/a/b")
-        );
-        // containerd.linux.runc.CreateOptions{io_uid: 1 (10), shim_cgroup: "/c" (9)}
-        let mut v = vec![0x50, 1, 0x4a, 2];
-        v.extend_from_slice(b"/c");
-        assert_eq!(
-            runc_shim_cgroup("containerd.linux.runc.CreateOptions", &v).as_deref(),
-            Some("/c")
-        );
-        assert_eq!(
-            runc_shim_cgroup("containerd.runc.v1.Options", &[0x32, 1, b'x']),
-            None
-        );
-        assert_eq!(
-            runc_shim_cgroup("runtimeoptions.v1.Options", &[0x1a, 1, b'x']),
-            None
-        );
-        assert_eq!(
-            runc_shim_cgroup("containerd.runc.v1.Options", &[0xff]),
-            None
         );
     }
 

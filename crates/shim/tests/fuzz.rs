@@ -1,9 +1,9 @@
-//! Fuzzing every parser of outside input in the core: shim configuration (TOML and runtime
-//! options), the bundle's OCI spec and its pod rewriting, stdio URIs, ids.
+//! Fuzzing every parser of outside input in the core: shim configuration (TOML; the runtime
+//! options are decoded, and fuzzed, in the binary), the bundle's OCI spec and its pod rewriting, stdio URIs, ids.
 
 use std::path::Path;
 
-use runsc_shim::config::{self, ShimConfig, Source};
+use runsc_shim::config::{ShimConfig, Source};
 use runsc_shim::io::Target;
 use runsc_shim::spec::BundleSpec;
 
@@ -20,20 +20,6 @@ fn fuzz_shim_toml() {
             let _ = ShimConfig::parse(&String::from_utf8_lossy(input), Source::Body);
         },
     );
-}
-
-#[test]
-fn fuzz_runtime_options() {
-    let opts = config::RuntimeOptions {
-        type_url: "io.containerd.runsc.v1.options".into(),
-        config_path: "/etc/containerd/runsc.toml".into(),
-        config_body: b"x = 1".to_vec(),
-    };
-    let bytes = prost::Message::encode_to_vec(&opts);
-    fuzzkit::fuzz("runtime-options", &[&bytes, b""], |input| {
-        let _ = config::decode_options("runtimeoptions.v1.Options", input);
-        let _ = config::decode_options(&String::from_utf8_lossy(input), input);
-    });
 }
 
 #[test]

@@ -32,13 +32,15 @@ impl Runner {
     }
 
     /// Whether any scenario of the group `prefix` (e.g. `containerd-1.6/runsc-2022`) can be
-    /// selected, so that its expensive fixture is worth starting.
+    /// selected, so that its expensive fixture is worth starting. A filter naming a group
+    /// (of any suite: it starts with a group word) selects only matching groups; any other
+    /// filter (a scenario name) may match in every group.
     pub fn wants_group(&self, prefix: &str) -> bool {
+        const GROUP_WORDS: [&str; 5] = ["containerd", "cri", "reliability", "install", "node"];
         self.filters.is_empty()
             || self.filters.iter().any(|f| {
-                prefix.contains(f.as_str())
-                    || f.starts_with(prefix)
-                    || !(f.starts_with("containerd") || f.starts_with("cri-"))
+                let word = f.split(['-', '/']).next().unwrap_or_default();
+                prefix.contains(f.as_str()) || f.starts_with(prefix) || !GROUP_WORDS.contains(&word)
             })
     }
 
@@ -82,8 +84,39 @@ impl Runner {
         self.results.push((name.to_owned(), Err(why), 0.0));
     }
 
+    /// Whether suite `suite` can run here: it needs root (real containerd and runsc).
+    /// Without root it is reported as skipped (never as passed) and the caller finishes.
+    pub fn needs_root(&mut self, suite: &str) -> bool {
+        if is_root() {
+            return true;
+        }
+        println!("test {suite} ... skipped: needs root (real containerd, runsc, mounts)");
+        self.skipped += 1;
+        false
+    }
+
+    /// Runs `f` for each named group the filters select (its fixture, then its scenarios);
+    /// a group whose fixture fails is reported as a failure under its name.
+    pub fn each_group<T>(
+        &mut self,
+        groups: Vec<(String, T)>,
+        mut f: impl FnMut(&mut Runner, &str, T) -> anyhow::Result<()>,
+    ) {
+        for (name, item) in groups {
+            if !self.wants_group(&name) {
+                continue;
+            }
+            if let Err(e) = f(self, &name, item) {
+                self.fail(&name, format!("{e:#}"));
+            }
+        }
+    }
+
     /// Prints the summary; the process exit code.
     pub fn finish(self) -> std::process::ExitCode {
+        if self.results.is_empty() && self.skipped == 0 && !self.filters.is_empty() {
+            println!("note: no scenario of this suite matches {:?}", self.filters);
+        }
         let failed: Vec<_> = self
             .results
             .iter()

@@ -94,3 +94,15 @@ pub fn shim_binary() -> PathBuf {
         .unwrap_or_default();
     profile_dir.join("containerd-shim-runsc-v1")
 }
+
+/// Every containerd x runsc pair, named `<prefix>-<containerd>/runsc-<runsc>`.
+pub fn matrix(prefix: &str) -> Vec<(String, (ContainerdBuild, RunscBuild))> {
+    let mut out = Vec::new();
+    for cd in containerds() {
+        for rs in runscs() {
+            let name = format!("{prefix}-{}/runsc-{}", cd.name, rs.name);
+            out.push((name, (cd.clone(), rs)));
+        }
+    }
+    out
+}

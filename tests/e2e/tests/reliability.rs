@@ -128,9 +128,14 @@ fn scenarios(r: &mut Runner, e: &mut Env, p: &str) {
             )?;
             let shims_before = e.shims();
             ensure!(shims_before.len() == 3, "shims: {shims_before:?}");
+            e.pods.containerd.namespace = "e2e".into();
+            let dies = task_pid(&e.pods.containerd, "dies")?;
+            e.pods.containerd.namespace = "k8s.io".into();
 
             e.pods.containerd.stop_daemon();
-            std::thread::sleep(Duration::from_secs(6)); // "dies" exits while containerd is down
+            ensure!(alive(dies), "dies ended before containerd was down");
+            // "dies" exits while containerd is down: its sandbox process goes.
+            eventually("dies to exit", Duration::from_secs(30), || Ok(!alive(dies)))?;
             ensure!(
                 shims_before.iter().all(|s| alive(s.pid)),
                 "a shim died with containerd"
@@ -365,7 +370,10 @@ fn scenarios(r: &mut Runner, e: &mut Env, p: &str) {
         for i in 5..cycles {
             ids.push(cycle(i)?);
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // Descriptors of the last cycle close as its copies finish.
+        let _ = eventually("the last cycle's descriptors to close", Duration::from_secs(10), || {
+            Ok(fds(shim) <= fd0 + 2)
+        });
         let (fd1, threads1, rss1) = (fds(shim), status_of("Threads:", shim), status_of("VmRSS:", shim));
         let _ = events.kill();
         let _ = events.wait();
@@ -398,8 +406,12 @@ fn scenarios(r: &mut Runner, e: &mut Env, p: &str) {
             &pcfg,
         )?;
         let shim = e.shims().first().context("pod shim")?.pid;
-        std::thread::sleep(Duration::from_secs(1));
+        let log = dir.join("yes.log");
+        eventually("the flood to start", Duration::from_secs(30), || {
+            Ok(std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20))
+        })?;
         let rss0 = status_of("VmRSS:", shim);
+        // A measurement window, not a synchronisation: the flood runs on meanwhile.
         std::thread::sleep(Duration::from_secs(4));
         let rss1 = status_of("VmRSS:", shim);
         ensure!(
@@ -431,50 +443,51 @@ fn scenarios(r: &mut Runner, e: &mut Env, p: &str) {
 
 fn main() -> ExitCode {
     let mut r = Runner::from_args();
-    if !runner::is_root() {
-        println!("SKIPPED: the reliability tests need root (real containerd and runsc)");
-        return ExitCode::SUCCESS;
+    if !r.needs_root("reliability") {
+        return r.finish();
     }
     let base = runner::work_base();
     let shim = versions::shim_binary();
     let rs: RunscBuild = versions::runscs().remove(0);
-    for cd in versions::containerds() {
-        let cd: ContainerdBuild = cd;
-        let p = format!("reliability-{}", cd.name);
-        if !r.wants_group(&p) {
-            continue;
-        }
+    let groups = versions::containerds()
+        .into_iter()
+        .map(|cd| (format!("reliability-{}", cd.name), cd))
+        .collect();
+    r.each_group(groups, |r, p, cd: ContainerdBuild| {
         let work = base.join(format!("rel{}", cd.name));
-        match PodEnv::start(&cd, &rs, &shim, &work, "") {
-            Ok(pods) => {
-                let none_toml = work.join("runsc-none.toml");
-                let toml = format!(
-                    "binary_name = \"{}\"\nroot = \"{}\"\n[runsc_config]\n  network = \"none\"\n",
-                    rs.runsc.display(),
-                    pods.runsc_root.display()
-                );
-                if let Err(err) = std::fs::write(&none_toml, toml) {
-                    r.fail(&p, err.to_string());
-                    continue;
-                }
-                let mut e = Env {
-                    pods,
-                    none_toml: none_toml.display().to_string(),
-                };
-                e.pods.containerd.namespace = "e2e".into();
-                if let Err(err) = e.pods.containerd.import(&work.join("busybox.tar")) {
-                    r.fail(&p, format!("{err:#}"));
-                    continue;
-                }
-                e.pods.containerd.namespace = "k8s.io".into();
-                scenarios(&mut r, &mut e, &p);
-                e.pods.stop();
-                let left = leftovers::shims(&e.pods.containerd.address());
-                leftovers::kill_all(&left);
-                leftovers::unmount_under(&work);
-            }
-            Err(err) => r.fail(&p, format!("{err:#}")),
+        let pods = PodEnv::start(&cd, &rs, &shim, &work, "")?;
+        let none_toml = work.join("runsc-none.toml");
+        let toml = format!(
+            "binary_name = \"{}\"\nroot = \"{}\"\n[runsc_config]\n  network = \"none\"\n",
+            rs.runsc.display(),
+            pods.runsc_root.display()
+        );
+        std::fs::write(&none_toml, toml)?;
+        let mut e = Env {
+            pods,
+            none_toml: none_toml.display().to_string(),
+        };
+        e.pods.containerd.namespace = "e2e".into();
+        let imported = e.pods.containerd.import(&work.join("busybox.tar"));
+        e.pods.containerd.namespace = "k8s.io".into();
+        if imported.is_ok() {
+            scenarios(r, &mut e, p);
         }
-    }
+        e.pods.stop();
+        let left = leftovers::shims(&e.pods.containerd.address());
+        leftovers::kill_all(&left);
+        leftovers::unmount_under(&work);
+        imported
+    });
     r.finish()
+}
+
+/// The host pid of task `id` (`ctr task ls`).
+fn task_pid(c: &e2e::containerd::Containerd, id: &str) -> Result<u32> {
+    c.ctr_ok(&["task", "ls"])?
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no pid for task {id}"))
 }

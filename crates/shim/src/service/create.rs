@@ -46,8 +46,8 @@ pub struct CreateRequest {
     pub rootfs: Vec<Mount>,
     /// The requested stdio.
     pub stdio: StdioConfig,
-    /// Runtime options as sent (`type_url`, bytes), if any.
-    pub options: Option<(String, Vec<u8>)>,
+    /// The runtime options, if containerd sent any.
+    pub options: Option<config::RuntimeOptions>,
 }
 
 /// What must be undone if create fails half way.
@@ -426,11 +426,7 @@ impl Inner {
 
 /// The configuration the request's options point at.
 fn load_config(req: &CreateRequest) -> Result<ShimConfig> {
-    let options = match &req.options {
-        Some((type_url, value)) => config::decode_options(type_url, value)?,
-        None => None,
-    };
-    let cfg = ShimConfig::load(options.as_ref())?;
+    let cfg = ShimConfig::load(req.options.as_ref())?;
     if !cfg.unknown_keys.is_empty() {
         tracing::warn!(
             config = %source_label(&cfg).display(),
