@@ -257,7 +257,6 @@ impl ProcessIo {
         owner: IoOwner<'_>,
         reaper: &Reaper,
     ) -> Result<ProcessIo> {
-        let (drain, _) = watch::channel(false);
         let mut io = ProcessIo {
             process_side: Some(runsc::StdioFds::default()),
             stdin_keepalive: None,
@@ -265,52 +264,15 @@ impl ProcessIo {
             console_sink: None,
             stdin_copy: None,
             output_copies: Vec::new(),
-            drain,
+            drain: watch::channel(false).0,
             logger: None,
             console: None,
         };
-        if !config.stdin.is_empty() {
-            let path = match Target::parse(&config.stdin)? {
-                Target::Fifo(p) => p,
-                _ => {
-                    return Err(Error::InvalidArgument(format!(
-                        "stdin {:?} must be a FIFO",
-                        config.stdin
-                    )));
-                }
-            };
-            let rx = pipe::OpenOptions::new()
-                .open_receiver(&path)
-                .context(|| format!("open stdin FIFO {}", path.display()))?;
-            let keep = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags_nonblock()
-                .open(&path)
-                .context(|| format!("open stdin FIFO {} for writing", path.display()))?;
-            io.stdin_keepalive = Some(keep.into());
-            io.stdin_fifo = Some(rx);
-        }
+        io.open_stdin(&config.stdin)?;
         let out = Target::parse(&config.stdout)?;
-        let err = if config.terminal {
-            Target::Null
-        } else {
-            Target::parse(&config.stderr)?
-        };
         if let Target::Binary { .. } = out {
-            // A logging binary takes both streams (containerd's runc shim does the same).
-            let (out_r, out_w) = pipe_pair("stdout")?;
-            let (err_r, err_w) = pipe_pair("stderr")?;
-            chown_fd(&out_w, owner.uid, owner.gid)?;
-            chown_fd(&err_w, owner.uid, owner.gid)?;
-            io.logger = Some(BinaryLogger::start(&out, &owner, out_r, err_r, reaper).await?);
-            if config.terminal {
-                // The terminal copy feeds the logger's stdout; its stderr stays empty.
-                let tx = pipe::Sender::from_owned_fd(out_w).context(|| "logger pipe".to_owned())?;
-                io.console_sink = Some(Box::new(tx));
-            } else if let Some(side) = io.process_side.as_mut() {
-                side.stdout = Some(out_w);
-                side.stderr = Some(err_w);
-            }
+            io.start_logger(&out, config.terminal, &owner, reaper)
+                .await?;
         } else if config.terminal {
             io.console_sink = Some(match open_output(&out)? {
                 Output::Null => Box::new(tokio::io::sink()),
@@ -318,56 +280,119 @@ impl ProcessIo {
                 Output::File(f) => Box::new(tokio::fs::File::from_std(f)),
             });
         } else {
-            let same_file = matches!((&out, &err), (Target::File(a), Target::File(b)) if a == b);
-            let outputs = [
-                open_output(&out)?,
-                if same_file {
-                    Output::Null
-                } else {
-                    open_output(&err)?
-                },
-            ];
-            for (i, output) in outputs.into_iter().enumerate() {
-                let fd = match output {
-                    Output::Null => continue,
-                    // The process writes the file directly: nothing to copy or drain.
-                    Output::File(f) => OwnedFd::from(f),
-                    Output::Fifo(sink) => {
-                        let (r, w) = pipe_pair(if i == 0 { "stdout" } else { "stderr" })?;
-                        chown_fd(&w, owner.uid, owner.gid)?;
-                        let src = pipe::Receiver::from_owned_fd(r)
-                            .context(|| "output pipe".to_owned())?;
-                        io.output_copies.push(tokio::spawn(copy::copy_output(
-                            src,
-                            sink,
-                            io.drain.subscribe(),
-                        )));
-                        w
-                    }
-                };
-                if let Some(side) = io.process_side.as_mut() {
-                    if i == 0 {
-                        if same_file {
-                            side.stderr =
-                                Some(fd.try_clone().context(|| "dup log file".to_owned())?);
-                        }
-                        side.stdout = Some(fd);
-                    } else {
-                        side.stderr = Some(fd);
-                    }
-                }
-            }
-            if let Some(fifo) = io.stdin_fifo.take() {
-                let (r, w) = pipe_pair("stdin")?;
-                chown_fd(&r, owner.uid, owner.gid)?;
-                let tx = pipe::Sender::from_owned_fd(w).context(|| "stdin pipe".to_owned())?;
-                io.stdin_copy = Some(tokio::spawn(copy::copy_stdin(fifo, tx)));
-                if let Some(side) = io.process_side.as_mut() {
-                    side.stdin = Some(r);
-                }
-            }
+            io.open_outputs(&out, &Target::parse(&config.stderr)?, &owner)?;
+            io.pipe_stdin(&owner)?;
         }
         Ok(io)
+    }
+
+    fn side(&mut self) -> &mut runsc::StdioFds {
+        self.process_side.get_or_insert_with(Default::default)
+    }
+
+    /// Opens the stdin FIFO for reading, and a write handle that keeps it from reaching EOF
+    /// before the client has opened it.
+    fn open_stdin(&mut self, uri: &str) -> Result<()> {
+        if uri.is_empty() {
+            return Ok(());
+        }
+        let Target::Fifo(path) = Target::parse(uri)? else {
+            return Err(Error::InvalidArgument(format!(
+                "stdin {uri:?} must be a FIFO"
+            )));
+        };
+        let rx = pipe::OpenOptions::new()
+            .open_receiver(&path)
+            .context(|| format!("open stdin FIFO {}", path.display()))?;
+        let keep = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags_nonblock()
+            .open(&path)
+            .context(|| format!("open stdin FIFO {} for writing", path.display()))?;
+        self.stdin_keepalive = Some(keep.into());
+        self.stdin_fifo = Some(rx);
+        Ok(())
+    }
+
+    /// A logging binary takes both streams (containerd's runc shim does the same); with a
+    /// terminal, the terminal's copy feeds its stdout and its stderr stays empty.
+    async fn start_logger(
+        &mut self,
+        out: &Target,
+        terminal: bool,
+        owner: &IoOwner<'_>,
+        reaper: &Reaper,
+    ) -> Result<()> {
+        let (out_r, out_w) = pipe_pair("stdout")?;
+        let (err_r, err_w) = pipe_pair("stderr")?;
+        chown_fd(&out_w, owner.uid, owner.gid)?;
+        chown_fd(&err_w, owner.uid, owner.gid)?;
+        self.logger = Some(BinaryLogger::start(out, owner, out_r, err_r, reaper).await?);
+        if terminal {
+            let tx = pipe::Sender::from_owned_fd(out_w).context(|| "logger pipe".to_owned())?;
+            self.console_sink = Some(Box::new(tx));
+        } else {
+            let side = self.side();
+            side.stdout = Some(out_w);
+            side.stderr = Some(err_w);
+        }
+        Ok(())
+    }
+
+    /// stdout and stderr without a terminal: a FIFO gets a pipe and a copy; a file is handed
+    /// to the process directly (once, if both streams name the same file).
+    fn open_outputs(&mut self, out: &Target, err: &Target, owner: &IoOwner<'_>) -> Result<()> {
+        let same_file = matches!((out, err), (Target::File(a), Target::File(b)) if a == b);
+        let outputs = [
+            open_output(out)?,
+            if same_file {
+                Output::Null
+            } else {
+                open_output(err)?
+            },
+        ];
+        for (i, output) in outputs.into_iter().enumerate() {
+            let fd = match output {
+                Output::Null => continue,
+                // The process writes the file directly: nothing to copy or drain.
+                Output::File(f) => OwnedFd::from(f),
+                Output::Fifo(sink) => {
+                    let (r, w) = pipe_pair(if i == 0 { "stdout" } else { "stderr" })?;
+                    chown_fd(&w, owner.uid, owner.gid)?;
+                    let src =
+                        pipe::Receiver::from_owned_fd(r).context(|| "output pipe".to_owned())?;
+                    self.output_copies.push(tokio::spawn(copy::copy_output(
+                        copy::Output::Pipe(src),
+                        sink,
+                        self.drain.subscribe(),
+                    )));
+                    w
+                }
+            };
+            if i == 0 && same_file {
+                self.side().stderr = Some(fd.try_clone().context(|| "dup log file".to_owned())?);
+            }
+            let side = self.side();
+            if i == 0 {
+                side.stdout = Some(fd);
+            } else {
+                side.stderr = Some(fd);
+            }
+        }
+        Ok(())
+    }
+
+    /// Without a terminal, stdin reaches the process through a pipe the shim feeds.
+    fn pipe_stdin(&mut self, owner: &IoOwner<'_>) -> Result<()> {
+        let Some(fifo) = self.stdin_fifo.take() else {
+            return Ok(());
+        };
+        let (r, w) = pipe_pair("stdin")?;
+        chown_fd(&r, owner.uid, owner.gid)?;
+        let tx = pipe::Sender::from_owned_fd(w).context(|| "stdin pipe".to_owned())?;
+        self.stdin_copy = Some(tokio::spawn(copy::copy_input(fifo, copy::Input::Pipe(tx))));
+        self.side().stdin = Some(r);
+        Ok(())
     }
 
     /// The descriptors runsc hands to the process (empty after the first call).
@@ -378,14 +403,15 @@ impl ProcessIo {
     /// Starts copying between a terminal and containerd's side.
     pub fn attach_console(&mut self, console: Console) {
         if let Some(fifo) = self.stdin_fifo.take() {
-            self.stdin_copy = Some(tokio::spawn(copy::copy_to_console(fifo, console.clone())));
+            let input = copy::Input::Console(console.clone());
+            self.stdin_copy = Some(tokio::spawn(copy::copy_input(fifo, input)));
         }
         let sink = self
             .console_sink
             .take()
             .unwrap_or_else(|| Box::new(tokio::io::sink()));
-        self.output_copies.push(tokio::spawn(copy::copy_console(
-            console.clone(),
+        self.output_copies.push(tokio::spawn(copy::copy_output(
+            copy::Output::Console(console.clone()),
             sink,
             self.drain.subscribe(),
         )));
