@@ -15,4 +15,5 @@ pub mod node;
 pub mod pods;
 pub mod runner;
 pub mod stream;
+pub mod systemd;
 pub mod versions;

@@ -31,15 +31,34 @@ pub fn import_pod_images(containerd: &Containerd, dir: &Path) -> Result<()> {
     containerd.import(&pause)
 }
 
-/// CRI section of containerd's config for this build.
+/// CRI section of containerd's config for this build. `systemd_cgroup`: runc uses systemd
+/// for cgroups (`SystemdCgroup = true`, what every systemd node has).
 pub fn cri_config(
     build: &ContainerdBuild,
     runsc_toml: &Path,
     cni_conf: &Path,
     cni_bin: &str,
+    systemd_cgroup: bool,
 ) -> String {
     let cfg = runsc_toml.display();
     let conf = cni_conf.display();
+    let plugin = if build.major() >= 2 {
+        "io.containerd.cri.v1.runtime"
+    } else {
+        "io.containerd.grpc.v1.cri"
+    };
+    let runc_options = if systemd_cgroup {
+        format!(
+            "[plugins.\"{plugin}\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n"
+        )
+    } else {
+        String::new()
+    };
+    let base = cri_base_config(build, &cfg.to_string(), &conf.to_string(), cni_bin);
+    format!("{base}{runc_options}")
+}
+
+fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str) -> String {
     if build.major() >= 2 {
         format!(
             r#"
@@ -132,6 +151,19 @@ impl PodEnv {
         work: &Path,
         runsc_extra: &str,
     ) -> Result<PodEnv> {
+        Self::start_with(build, rs, shim, work, runsc_extra, false)
+    }
+
+    /// Like [`PodEnv::start`]; `systemd_cgroup`: runc (the baseline handler `runc`) uses
+    /// systemd for cgroups, as on a node whose kubelet has the systemd cgroup driver.
+    pub fn start_with(
+        build: &ContainerdBuild,
+        rs: &RunscBuild,
+        shim: &Path,
+        work: &Path,
+        runsc_extra: &str,
+        systemd_cgroup: bool,
+    ) -> Result<PodEnv> {
         let _ = std::fs::remove_dir_all(work);
         std::fs::create_dir_all(work)?;
         let tag = work
@@ -168,7 +200,7 @@ impl PodEnv {
                 work.join("cni-ipam").display()
             ),
         )?;
-        let extra = cri_config(build, &runsc_toml, &cni_conf, "/usr/lib/cni");
+        let extra = cri_config(build, &runsc_toml, &cni_conf, "/usr/lib/cni", systemd_cgroup);
         let cfg = Config {
             extra,
             netns: Some(netns.clone()),
