@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test, as CI runs them (root, Debian 12): format and lint gates, unit tests (fake
 # runsc), then the end-to-end suites against real containerd 1.6/1.7/2.1 and runsc
-# 2022/2024. Extra arguments filter the end-to-end scenarios by name.
+# 2022/2024, on this host and (the cgroup v2 + systemd node suite) in a guest. Extra
+# arguments filter the end-to-end scenarios by name.
 #
 #   scripts/test.sh [FILTER...]
 set -euo pipefail
@@ -34,6 +35,9 @@ cargo test -p e2e --test reliability -- "$@"
 
 echo "== end to end: the node installer against containerd 1.6/1.7/2.1 default configs" >&2
 cargo test -p e2e --test install -- "$@"
+
+echo "== nodes as users run them: cgroup v2 + systemd, in a guest (scripts/guest.sh)" >&2
+scripts/test-guest.sh "$@"
 
 echo "== the README's demos: a container through ctr, a pod through install + CRI" >&2
 cargo build -p e2e --bin e2e-env

@@ -46,13 +46,22 @@ impl std::fmt::Debug for Item {
 impl Publisher {
     /// Starts the sender task. Without an address (CRI-O sets none) events are dropped.
     pub(crate) fn start(ttrpc_address: Option<String>, namespace: String) -> Publisher {
+        Self::with_give_up(ttrpc_address, namespace, GIVE_UP_AFTER)
+    }
+
+    /// [`Publisher::start`] with another give-up budget (the tests cannot wait 5 minutes).
+    fn with_give_up(
+        ttrpc_address: Option<String>,
+        namespace: String,
+        give_up_after: Duration,
+    ) -> Publisher {
         let pending = Arc::new(watch::channel(0usize).0);
         let Some(address) = ttrpc_address.filter(|a| !a.is_empty()) else {
             tracing::warn!("TTRPC_ADDRESS is not set: task events are not published");
             return Publisher { tx: None, pending };
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(address, namespace, rx, pending.clone()));
+        tokio::spawn(run(address, namespace, rx, pending.clone(), give_up_after));
         Publisher {
             tx: Some(tx),
             pending,
@@ -101,6 +110,7 @@ async fn run(
     namespace: String,
     mut rx: mpsc::UnboundedReceiver<Item>,
     pending: Arc<watch::Sender<usize>>,
+    give_up_after: Duration,
 ) {
     let mut client: Option<EventsClient> = None;
     while let Some(item) = rx.recv().await {
@@ -131,7 +141,7 @@ async fn run(
                     }
                 }
             }
-            if started.elapsed() > GIVE_UP_AFTER {
+            if started.elapsed() > give_up_after {
                 tracing::error!(topic = item.topic, "containerd unreachable; event dropped");
                 break;
             }
@@ -139,5 +149,71 @@ async fn run(
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
         pending.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+    use containerd_shim_protos::shim_async::{Events, create_events};
+    use ttrpc::r#async::{Server, TtrpcContext};
+
+    use super::*;
+
+    /// containerd's Events service, recording the topics forwarded to it.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Events for Recorder {
+        async fn forward(&self, _: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+            self.0.lock().unwrap().push(req.envelope.topic.clone());
+            Ok(Empty::new())
+        }
+    }
+
+    /// The give-up budget drops an event containerd never takes, and only that one: the
+    /// sender goes on with the next event, which is delivered once containerd listens.
+    #[tokio::test]
+    async fn an_undeliverable_event_is_given_up_and_the_next_one_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("containerd.sock.ttrpc");
+        let address = path.display().to_string();
+        let publisher = Publisher::with_give_up(
+            Some(address.clone()),
+            "ns".into(),
+            Duration::from_millis(300),
+        );
+        publisher.publish(Event::Start {
+            container_id: "c1".into(),
+            pid: 42,
+        });
+        // Nobody listens: only the give-up ends the wait (well before the flush limit).
+        publisher.flush(Duration::from_secs(60)).await;
+        assert_eq!(*publisher.pending.borrow(), 0, "the event was given up");
+
+        let recorder = Arc::new(Recorder::default());
+        let mut server = Server::new()
+            .bind(&format!("unix://{address}"))
+            .unwrap()
+            .register_service(create_events(recorder.clone()));
+        server.start().await.unwrap();
+        publisher.publish(Event::Exit {
+            container_id: "c1".into(),
+            id: "c1".into(),
+            pid: 42,
+            exit_status: 137,
+            exited_at: SystemTime::now(),
+        });
+        publisher.flush(Duration::from_secs(60)).await;
+        assert_eq!(
+            *publisher.pending.borrow(),
+            0,
+            "the next event was delivered"
+        );
+        assert_eq!(*recorder.0.lock().unwrap(), ["/tasks/exit"]);
+        server.shutdown().await.unwrap();
     }
 }

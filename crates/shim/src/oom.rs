@@ -1,21 +1,39 @@
 //! Out-of-memory detection for a sandbox.
 //!
 //! A gVisor sandbox is one host process tree in one cgroup (the pod cgroup, through
-//! `dev.gvisor.spec.cgroup-parent`). When it goes over the memory limit the host kernel kills
-//! the sandbox process itself, so every container of the pod dies; gVisor reports nothing.
-//! The shim records the cgroup's OOM-kill counter when the sandbox starts and compares it when
-//! the sandbox exits: if it grew, TaskOOM is published for every container of the pod before
-//! their TaskExit, so CRI reports `OOMKilled` (gVisor #12838 is the Go shim getting this
-//! order wrong).
+//! `dev.gvisor.spec.cgroup-parent`, or its systemd scope). When it goes over the memory limit
+//! the host kernel kills the sandbox process itself, so every container of the pod dies;
+//! gVisor reports nothing. The shim records the cgroup's OOM-kill counter when the sandbox
+//! starts and compares it when the sandbox exits: if it grew, TaskOOM is published for every
+//! container of the pod before their TaskExit, so CRI reports `OOMKilled` (gVisor #12838 is
+//! the Go shim getting this order wrong).
+//!
+//! On cgroup v2 the counter is also watched while the sandbox runs (inotify on
+//! `memory.events`, which the kernel marks modified on every change, as containerd's own
+//! OOM monitor does): systemd removes a sandbox's transient scope, and its counter with it,
+//! the moment its last process exits, which can be before the exit is handled.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The OOM-kill counter of one cgroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct OomCounter {
     /// The file holding the counter (`memory.oom_control` on cgroup v1, `memory.events` on v2).
     file: PathBuf,
     baseline: u64,
+    /// Set by the watch when the counter grew while the sandbox ran.
+    seen: Arc<AtomicBool>,
+    watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for OomCounter {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.abort();
+        }
+    }
 }
 
 /// Parses `oom_kill <n>` from `memory.oom_control` (v1) or `memory.events` (v2).
@@ -65,18 +83,87 @@ impl OomCounter {
     }
 
     fn for_pid_in(pid: i32, cgroup_root: &Path) -> Option<OomCounter> {
-        let file = counter_file(pid, cgroup_root)?;
+        Self::from_file(counter_file(pid, cgroup_root)?)
+    }
+
+    /// The counter in `file`, watched if it is a v2 `memory.events`.
+    fn from_file(file: PathBuf) -> Option<OomCounter> {
         let baseline = parse_oom_kill(&std::fs::read_to_string(&file).ok()?)?;
-        Some(OomCounter { file, baseline })
+        let mut counter = OomCounter {
+            file,
+            baseline,
+            seen: Arc::new(AtomicBool::new(false)),
+            watch: None,
+        };
+        if counter.file.ends_with("memory.events") {
+            counter.watch = watch(&counter.file, baseline, counter.seen.clone());
+        }
+        Some(counter)
     }
 
     /// Whether the kernel OOM-killed something in the cgroup since the baseline.
     pub fn fired(&self) -> bool {
-        std::fs::read_to_string(&self.file)
-            .ok()
-            .and_then(|t| parse_oom_kill(&t))
-            .is_some_and(|n| n > self.baseline)
+        self.seen.load(Ordering::SeqCst) || grew(&self.file, self.baseline)
     }
+}
+
+fn grew(file: &Path, baseline: u64) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| parse_oom_kill(&t))
+        .is_some_and(|n| n > baseline)
+}
+
+/// An inotify instance for tokio's `AsyncFd`, which wants `AsRawFd`.
+struct InotifyFd(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsFd::as_fd(&self.0).as_raw_fd()
+    }
+}
+
+/// Watches a v2 `memory.events` file: `seen` is set when its `oom_kill` grows past
+/// `baseline`. Ends when the cgroup goes (inotify's IN_IGNORED) or when aborted.
+fn watch(file: &Path, baseline: u64, seen: Arc<AtomicBool>) -> Option<tokio::task::JoinHandle<()>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    inotify.add_watch(file, AddWatchFlags::IN_MODIFY).ok()?;
+    // SAFETY: the descriptor belongs to the `Inotify` moved into the `AsyncFd`; it stays open
+    // and the same for the `AsyncFd`'s whole life (closed only when both are dropped).
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            InotifyFd(inotify),
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .ok()?;
+    let file = file.to_path_buf();
+    Some(tokio::spawn(async move {
+        loop {
+            let Ok(mut ready) = fd.readable().await else {
+                return;
+            };
+            let events = match ready.get_inner().0.read_events() {
+                Ok(events) => events,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    ready.clear_ready();
+                    continue;
+                }
+                Err(_) => return,
+            };
+            if grew(&file, baseline) {
+                seen.store(true, Ordering::SeqCst);
+                return;
+            }
+            if events
+                .iter()
+                .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+            {
+                return;
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -104,6 +191,29 @@ mod tests {
         }
     }
 
+    /// The counter is seen growing even if its cgroup is gone by the time the exit is handled
+    /// (systemd removes a transient scope as soon as it is empty).
+    #[tokio::test]
+    async fn v2_growth_is_seen_before_the_cgroup_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("memory.events");
+        std::fs::write(&f, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
+        let c = OomCounter::from_file(f.clone()).unwrap();
+        assert!(c.watch.is_some());
+        assert!(!c.fired());
+        std::fs::write(&f, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !c.seen.load(Ordering::SeqCst) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch never saw the kill"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::fs::remove_file(&f).unwrap();
+        assert!(c.fired());
+    }
+
     #[test]
     fn fired_when_counter_grows() {
         let dir = tempfile::tempdir().unwrap();
@@ -112,6 +222,8 @@ mod tests {
         let c = OomCounter {
             file: f.clone(),
             baseline: 0,
+            seen: Arc::new(AtomicBool::new(false)),
+            watch: None,
         };
         assert!(!c.fired());
         std::fs::write(&f, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();

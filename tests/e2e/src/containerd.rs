@@ -163,7 +163,9 @@ impl Containerd {
             launch: (config_file, path, cfg.netns.clone()),
         };
         c.launch()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Seconds normally; much longer in an emulated guest on a loaded machine, where the
+        // binary is read over 9p.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if c.ctr(&["version"])?.code == 0 {
                 return Ok(c);

@@ -48,9 +48,7 @@ pub fn cri_config(
         "io.containerd.grpc.v1.cri"
     };
     let runc_options = if systemd_cgroup {
-        format!(
-            "[plugins.\"{plugin}\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n"
-        )
+        format!("[plugins.\"{plugin}\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n")
     } else {
         String::new()
     };
@@ -200,7 +198,13 @@ impl PodEnv {
                 work.join("cni-ipam").display()
             ),
         )?;
-        let extra = cri_config(build, &runsc_toml, &cni_conf, "/usr/lib/cni", systemd_cgroup);
+        let extra = cri_config(
+            build,
+            &runsc_toml,
+            &cni_conf,
+            "/usr/lib/cni",
+            systemd_cgroup,
+        );
         let cfg = Config {
             extra,
             netns: Some(netns.clone()),

@@ -20,7 +20,10 @@ pub fn is_systemd_v2_host() -> bool {
 }
 
 fn systemctl(args: &[&str]) -> Result<String> {
-    let out = run(Command::new("systemctl").args(args), Duration::from_secs(60))?;
+    let out = run(
+        Command::new("systemctl").args(args),
+        Duration::from_secs(60),
+    )?;
     if out.code != 0 {
         bail!("systemctl {args:?}: {}{}", out.stdout, out.stderr);
     }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use e2e::containerd::run;
 use e2e::cri::{self, ContainerState, Cri};
-use e2e::node;
 use e2e::leftovers;
+use e2e::node;
 use e2e::pods::{HANDLER, IMAGE, PodEnv};
 use e2e::runner::{self, Runner, eventually};
 use e2e::systemd::{self, PodSlices};
@@ -47,6 +47,20 @@ struct KubeletPod {
     id: String,
     cfg: cri::PodSandboxConfig,
     slices: PodSlices,
+    /// The network namespaces CRI had before this pod.
+    netns_before: Vec<String>,
+}
+
+/// Where CRI keeps pods' network namespaces (`netns_mounts_under_state_dir`).
+fn netns_dir(env: &PodEnv) -> std::path::PathBuf {
+    env.work
+        .join("containerd/state/io.containerd.grpc.v1.cri/netns")
+}
+
+/// Removes a pod after a failed check, so that later scenarios start clean.
+fn abandon(env: &mut PodEnv, pod: KubeletPod, err: anyhow::Error) -> anyhow::Error {
+    let _ = env.cri.remove_pod(&pod.id);
+    err
 }
 
 fn limited(mut c: cri::ContainerConfig, memory: i64) -> cri::ContainerConfig {
@@ -79,8 +93,14 @@ fn kubelet_pod(env: &mut PodEnv, name: &str, handler: &str) -> Result<KubeletPod
             ..Default::default()
         });
     }
+    let netns_before = leftovers::dir_entries(&netns_dir(env));
     let id = env.cri.run_pod(&cfg, handler)?;
-    Ok(KubeletPod { id, cfg, slices })
+    Ok(KubeletPod {
+        id,
+        cfg,
+        slices,
+        netns_before,
+    })
 }
 
 fn start(env: &mut PodEnv, pod: &KubeletPod, name: &str, args: &[&str]) -> Result<String> {
@@ -138,7 +158,10 @@ fn remove_leaving_nothing(env: &mut PodEnv, pod: KubeletPod) -> Result<()> {
     let mounts = leftovers::mounts_under(&env.work.join("containerd"));
     let mounts: Vec<_> = mounts.iter().filter(|m| m.contains(&pod.id)).collect();
     ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
-    let netns = leftovers::dir_entries(&env.work.join("containerd/state/io.containerd.grpc.v1.cri/netns"));
+    let netns: Vec<_> = leftovers::dir_entries(&netns_dir(env))
+        .into_iter()
+        .filter(|n| !pod.netns_before.contains(n))
+        .collect();
     ensure!(netns.is_empty(), "netns left: {netns:?}");
     drop(pod.slices);
     Ok(())
@@ -147,40 +170,103 @@ fn remove_leaving_nothing(env: &mut PodEnv, pod: KubeletPod) -> Result<()> {
 /// The done-when scenario: a two-container pod in the kubelet's slices.
 fn pod_in_kubelet_slices(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
     let pod = kubelet_pod(env, "slices", HANDLER)?;
-    let app = start(env, &pod, "app", &["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 100000"])?;
-    let side = start(env, &pod, "side", &["sleep", "100000"])?;
+    match check_pod(env, rs, &pod) {
+        Ok(()) => remove_leaving_nothing(env, pod),
+        Err(e) => Err(abandon(env, pod, e)),
+    }
+}
+
+fn check_pod(env: &mut PodEnv, rs: &RunscBuild, pod: &KubeletPod) -> Result<()> {
+    let app = start(
+        env,
+        pod,
+        "app",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 100000",
+        ],
+    )?;
+    let side = start(env, pod, "side", &["sleep", "100000"])?;
     let out = env.cri.exec_sync(&app, &["cat", "/proc/version"], 60)?;
     let version = String::from_utf8_lossy(&out.stdout);
-    ensure!(version.contains("Linux version 4.4.0"), "not gVisor's kernel: {version}");
+    ensure!(
+        version.contains("Linux version 4.4.0"),
+        "not gVisor's kernel: {version}"
+    );
 
-    // The sandbox in its scope under the pod's slice, with the pod's limit.
-    let scope = pod.slices.pod.dir().join(format!("cri-containerd-{}.scope", pod.id));
-    ensure!(scope.is_dir(), "no sandbox scope {}; slice holds {:?}", scope.display(), pod.slices.pod.children());
+    check_placement(env, pod)?;
+    check_stats(env, rs, pod, &app, &side)
+}
+
+/// The sandbox in its scope under the pod's slice with the pod's limit, every gofer in the
+/// slice, the shim outside it.
+fn check_placement(env: &PodEnv, pod: &KubeletPod) -> Result<()> {
+    let scope = pod
+        .slices
+        .pod
+        .dir()
+        .join(format!("cri-containerd-{}.scope", pod.id));
+    ensure!(
+        scope.is_dir(),
+        "no sandbox scope {}; slice holds {:?}",
+        scope.display(),
+        pod.slices.pod.children()
+    );
     let max = systemd::read(&scope, "memory.max");
-    ensure!(max == POD_LIMIT.to_string(), "sandbox scope memory.max {max}, want {POD_LIMIT}");
+    ensure!(
+        max == POD_LIMIT.to_string(),
+        "sandbox scope memory.max {max}, want {POD_LIMIT}"
+    );
     // Sandbox and every gofer (the app containers' too) in the pod's slice.
     let slice_path = pod.slices.pod.cgroup_parent();
     let procs = sandbox_processes(env);
     ensure!(procs.len() >= 4, "sandbox and 3 gofers expected: {procs:?}");
     for p in &procs {
         let cg = systemd::cgroup_of(p.pid).unwrap_or_default();
-        ensure!(cg.starts_with(&slice_path), "{} (pid {}) is in {cg}", p.cmdline, p.pid);
+        ensure!(
+            cg.starts_with(&slice_path),
+            "{} (pid {}) is in {cg}",
+            p.cmdline,
+            p.pid
+        );
     }
     // The shim stays out of the pod (it must never keep the pod's units alive).
     for s in leftovers::shims(&env.containerd.address()) {
         let cg = systemd::cgroup_of(s.pid).unwrap_or_default();
-        ensure!(!cg.starts_with("/kubepods.slice"), "shim {} is in {cg}", s.pid);
+        ensure!(
+            !cg.starts_with("/kubepods.slice"),
+            "shim {} is in {cg}",
+            s.pid
+        );
     }
 
+    Ok(())
+}
+
+/// Per-container stats through CRI (and the v2 metrics behind them): CPU of the busy one,
+/// memory of each, each container's own limit; the pod's stats.
+fn check_stats(
+    env: &mut PodEnv,
+    rs: &RunscBuild,
+    pod: &KubeletPod,
+    app: &str,
+    side: &str,
+) -> Result<()> {
     // Stats per container: CPU of the busy one, memory of each, each container's own limit.
     let mut last = Default::default();
     eventually("per-container stats", SLOW, || {
-        let a = working_set(&env.cri.container_stats(&app)?);
-        let s = working_set(&env.cri.container_stats(&side)?);
+        let a = working_set(&env.cri.container_stats(app)?);
+        let s = working_set(&env.cri.container_stats(side)?);
         last = (a, s);
         Ok(a.0 > 0 && a.1 > 0 && s.1 > 0)
     })
-    .with_context(|| format!("app (cpu, working set, available) {:?}, side {:?}", last.0, last.1))?;
+    .with_context(|| {
+        format!(
+            "app (cpu, working set, available) {:?}, side {:?}",
+            last.0, last.1
+        )
+    })?;
     let ((_, a_ws, a_avail), (_, s_ws, s_avail)) = last;
     for (name, ws, avail) in [("app", a_ws, a_avail), ("side", s_ws, s_avail)] {
         ensure!(
@@ -190,7 +276,10 @@ fn pod_in_kubelet_slices(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
     }
     // runsc 20221219 gives every container the sandbox's memory; 20240729 counts each.
     if rs.name != "2022" {
-        ensure!(a_ws != s_ws, "both containers report the same working set {a_ws}");
+        ensure!(
+            a_ws != s_ws,
+            "both containers report the same working set {a_ws}"
+        );
     }
     let listed = env.cri.call(async |c| {
         c.list_container_stats(cri::ListContainerStatsRequest {
@@ -201,26 +290,94 @@ fn pod_in_kubelet_slices(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
         })
         .await
     })?;
-    ensure!(listed.stats.len() == 2, "ListContainerStats: {:?}", listed.stats.len());
+    ensure!(
+        listed.stats.len() == 2,
+        "ListContainerStats: {:?}",
+        listed.stats.len()
+    );
+    // Pod stats: containerd reads the pod's cgroup for the pod's figures and asks the shim for
+    // each container's.
+    let pods = env.cri.call(async |c| {
+        c.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                id: pod.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+    });
+    match pods {
+        Ok(resp) => {
+            let linux = resp
+                .stats
+                .first()
+                .and_then(|s| s.linux.as_ref())
+                .context("no pod stats")?;
+            let pod_ws = linux
+                .memory
+                .as_ref()
+                .and_then(|m| m.working_set_bytes.as_ref())
+                .map_or(0, |v| v.value);
+            ensure!(pod_ws > 0, "pod working set: {linux:?}");
+            ensure!(
+                linux.containers.len() == 2,
+                "pod stats list {} containers",
+                linux.containers.len()
+            );
+        }
+        // containerd 1.6 does not implement it on Linux.
+        Err(e) if format!("{e:#}").contains("nimplemented") => {}
+        Err(e) => return Err(e),
+    }
     // The v2 metrics behind them: user and system time, the limits.
-    let m = metrics(env, &app)?;
+    let m = metrics(env, app)?;
     let cpu = &m["cpu"];
     ensure!(
         cpu["user_usec"].as_u64().unwrap_or(0) + cpu["system_usec"].as_u64().unwrap_or(0) > 0,
         "no user/system time: {cpu}"
     );
-    ensure!(m["memory"]["usage_limit"].as_i64() == Some(CONTAINER_LIMIT), "memory limit: {}", m["memory"]);
-    remove_leaving_nothing(env, pod)
+    ensure!(
+        m["memory"]["usage_limit"].as_i64() == Some(CONTAINER_LIMIT),
+        "memory limit: {}",
+        m["memory"]
+    );
+    Ok(())
 }
 
 /// A container past the pod's memory ends OOMKilled with 137.
 fn over_limit_is_oomkilled(env: &mut PodEnv, handler: &str) -> Result<()> {
     let pod = kubelet_pod(env, &format!("oom-{handler}"), handler)?;
-    let hog = start(env, &pod, "hog", &["sh", "-c", "sleep 1; dd if=/dev/zero of=/dev/null bs=300M count=1; sleep 100000"])?;
+    // gVisor: one big read of /dev/zero makes the sandbox fault in 300 MiB at once (a
+    // pipeline through the sentry is slow under emulation). runc: such a read would fail with
+    // EFAULT at the limit instead of drawing the OOM killer, so the container's last command
+    // writes the memory itself (tail keeps the one endless line it reads) and its OOM kill
+    // ends the container.
+    let hog_cmd = if handler == "runc" {
+        "sleep 1; head -c 314572800 /dev/zero | tail >/dev/null"
+    } else {
+        "sleep 1; dd if=/dev/zero of=/dev/null bs=300M count=1; sleep 100000"
+    };
+    let hog = match start(env, &pod, "hog", &["sh", "-c", hog_cmd]) {
+        Ok(hog) => hog,
+        Err(e) => return Err(abandon(env, pod, e)),
+    };
     let exited = ContainerState::ContainerExited as i32;
-    eventually("the hog to be killed", SLOW, || Ok(env.cri.container_status(&hog)?.state == exited))?;
-    let st = env.cri.container_status(&hog)?;
-    ensure!(st.reason == "OOMKilled" && st.exit_code == 137, "reason {:?} exit code {}", st.reason, st.exit_code);
+    let res = eventually("the hog to be killed", SLOW, || {
+        Ok(env.cri.container_status(&hog)?.state == exited)
+    })
+    .and_then(|()| {
+        let st = env.cri.container_status(&hog)?;
+        ensure!(
+            st.reason == "OOMKilled" && st.exit_code == 137,
+            "reason {:?} exit code {}",
+            st.reason,
+            st.exit_code
+        );
+        Ok(())
+    });
+    if let Err(e) = res {
+        return Err(abandon(env, pod, e));
+    }
     remove_leaving_nothing(env, pod)
 }
 
@@ -228,11 +385,23 @@ fn over_limit_is_oomkilled(env: &mut PodEnv, handler: &str) -> Result<()> {
 /// its own under the pod's slice, with its own `memory.max`.
 fn runc_baseline(env: &mut PodEnv) -> Result<()> {
     let pod = kubelet_pod(env, "runc", "runc")?;
-    let app = start(env, &pod, "app", &["sleep", "100000"])?;
-    let scope = pod.slices.pod.dir().join(format!("cri-containerd-{app}.scope"));
-    let max = systemd::read(&scope, "memory.max");
-    ensure!(max == CONTAINER_LIMIT.to_string(), "runc container scope memory.max {max:?}");
-    remove_leaving_nothing(env, pod)
+    let res = start(env, &pod, "app", &["sleep", "100000"]).and_then(|app| {
+        let scope = pod
+            .slices
+            .pod
+            .dir()
+            .join(format!("cri-containerd-{app}.scope"));
+        let max = systemd::read(&scope, "memory.max");
+        ensure!(
+            max == CONTAINER_LIMIT.to_string(),
+            "runc container scope memory.max {max:?}"
+        );
+        Ok(())
+    });
+    match res {
+        Ok(()) => remove_leaving_nothing(env, pod),
+        Err(e) => Err(abandon(env, pod, e)),
+    }
 }
 
 /// `ctr` on this host: systemd and cgroupfs paths without any `systemd-cgroup` setting, v2
@@ -240,7 +409,14 @@ fn runc_baseline(env: &mut PodEnv) -> Result<()> {
 fn ctr_paths(env: &PodEnv, toml: &str) -> Result<()> {
     let c = &env.containerd;
     let run = |mode: &str, id: &str, extra: &[&str], args: &[&str]| {
-        let mut a = vec!["run", mode, "--runtime", "io.containerd.runsc.v1", "--runtime-config-path", toml];
+        let mut a = vec![
+            "run",
+            mode,
+            "--runtime",
+            "io.containerd.runsc.v1",
+            "--runtime-config-path",
+            toml,
+        ];
         a.extend_from_slice(extra);
         a.push(IMAGE);
         a.push(id);
@@ -249,42 +425,92 @@ fn ctr_paths(env: &PodEnv, toml: &str) -> Result<()> {
     };
     let out = run("--rm", "fs1", &[], &["cat", "/proc/version"])?.ok()?;
     ensure!(out.stdout.contains("Linux version 4.4.0"), "{out:?}");
-    run("-d", "sd1", &["--cgroup", "system.slice:runsc-e2e:sd1", "--memory-limit", "67108864"], &["sleep", "100000"])?.ok()?;
+    run(
+        "-d",
+        "sd1",
+        &[
+            "--cgroup",
+            "system.slice:runsc-e2e:sd1",
+            "--memory-limit",
+            "67108864",
+        ],
+        &["sleep", "100000"],
+    )?
+    .ok()?;
     let scope = Path::new(systemd::CGROUP_ROOT).join("system.slice/runsc-e2e-sd1.scope");
     let max = systemd::read(&scope, "memory.max");
-    let m: serde_json::Value = serde_json::from_str(&c.ctr_ok(&["task", "metrics", "--format", "json", "sd1"])?)?;
+    let m: serde_json::Value =
+        serde_json::from_str(&c.ctr_ok(&["task", "metrics", "--format", "json", "sd1"])?)?;
     let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", "sd1"]);
-    eventually("sd1 to stop", SLOW, || Ok(c.ctr_ok(&["task", "ls"])?.lines().any(|l| l.starts_with("sd1 ") && l.contains("STOPPED"))))?;
+    eventually("sd1 to stop", SLOW, || {
+        Ok(c.ctr_ok(&["task", "ls"])?
+            .lines()
+            .any(|l| l.starts_with("sd1 ") && l.contains("STOPPED")))
+    })?;
     c.ctr_ok(&["task", "delete", "sd1"])?;
     c.ctr_ok(&["containers", "rm", "sd1"])?;
-    ensure!(max == "67108864", "scope {} memory.max {max:?}", scope.display());
-    ensure!(m["memory"]["usage_limit"].as_u64() == Some(67_108_864), "metrics: {m}");
-    ensure!(m["cpu"]["usage_usec"].as_u64().unwrap_or(0) > 0, "metrics: {m}");
-    eventually("the scope to go", Duration::from_secs(10), || Ok(!scope.exists()))?;
+    ensure!(
+        max == "67108864",
+        "scope {} memory.max {max:?}",
+        scope.display()
+    );
+    ensure!(
+        m["memory"]["usage_limit"].as_u64() == Some(67_108_864),
+        "metrics: {m}"
+    );
+    ensure!(
+        m["cpu"]["usage_usec"].as_u64().unwrap_or(0) > 0,
+        "metrics: {m}"
+    );
+    eventually("the scope to go", Duration::from_secs(10), || {
+        Ok(!scope.exists())
+    })?;
     for bad in ["a.slice:b", "kube--pods.slice:p:x", "a.slice:p:../x"] {
         let out = run("--rm", "bad1", &["--cgroup", bad], &["true"])?;
         let _ = c.ctr(&["containers", "rm", "bad1"]);
-        ensure!(out.code != 0 && out.stderr.contains("systemd cgroupsPath") && out.stderr.contains(bad), "{bad}: {out:?}");
+        ensure!(
+            out.code != 0 && out.stderr.contains("systemd cgroupsPath") && out.stderr.contains(bad),
+            "{bad}: {out:?}"
+        );
     }
     let procs = sandbox_processes(env);
     ensure!(procs.is_empty(), "left: {procs:?}");
     Ok(())
 }
 
-fn node_group(r: &mut Runner, p: &str, cd: &ContainerdBuild, rs: &RunscBuild, base: &Path) -> Result<()> {
+fn node_group(
+    r: &mut Runner,
+    p: &str,
+    cd: &ContainerdBuild,
+    rs: &RunscBuild,
+    base: &Path,
+) -> Result<()> {
     let work = base.join(format!("node{}-r{}", cd.name, rs.name));
     let mut env = PodEnv::start_with(cd, rs, &versions::shim_binary(), &work, "", true)?;
-    r.run(&format!("{p}/pod_in_kubelet_slices"), || pod_in_kubelet_slices(&mut env, rs));
-    r.run(&format!("{p}/over_limit_container_is_oomkilled"), || over_limit_is_oomkilled(&mut env, HANDLER));
+    r.run(&format!("{p}/pod_in_kubelet_slices"), || {
+        pod_in_kubelet_slices(&mut env, rs)
+    });
+    r.run(&format!("{p}/over_limit_container_is_oomkilled"), || {
+        over_limit_is_oomkilled(&mut env, HANDLER)
+    });
     if rs.name == "2022" {
         // The baseline once per containerd.
-        r.run(&format!("{p}/runc_baseline_scopes"), || runc_baseline(&mut env));
-        r.run(&format!("{p}/runc_baseline_oomkilled"), || over_limit_is_oomkilled(&mut env, "runc"));
+        r.run(&format!("{p}/runc_baseline_scopes"), || {
+            runc_baseline(&mut env)
+        });
+        r.run(&format!("{p}/runc_baseline_oomkilled"), || {
+            over_limit_is_oomkilled(&mut env, "runc")
+        });
     }
     env.containerd.namespace = "e2e".into();
     let imported = env.containerd.import(&work.join("busybox.tar"));
     let toml = work.join("runsc.toml").display().to_string();
-    r.run(&format!("{p}/ctr_systemd_and_cgroupfs_paths"), || imported.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|()| ctr_paths(&env, &toml)));
+    r.run(&format!("{p}/ctr_systemd_and_cgroupfs_paths"), || {
+        imported
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|()| ctr_paths(&env, &toml))
+    });
     env.containerd.namespace = "k8s.io".into();
     env.stop();
     r.run(&format!("{p}/nothing_left_behind"), || {
@@ -306,7 +532,10 @@ fn main() -> ExitCode {
         return r.finish();
     }
     if !systemd::is_systemd_v2_host() {
-        r.skip("node", "needs cgroup v2 with systemd as PID 1 (scripts/test-guest.sh runs it in a guest)");
+        r.skip(
+            "node",
+            "needs cgroup v2 with systemd as PID 1 (scripts/test-guest.sh runs it in a guest)",
+        );
         return r.finish();
     }
     let base = runner::work_base();
@@ -329,8 +558,16 @@ fn main() -> ExitCode {
 const DROP_IN_DIR: &str = "/run/systemd/system/containerd.service.d";
 
 fn systemctl(args: &[&str]) -> Result<String> {
-    let out = run(Command::new("systemctl").args(args), Duration::from_secs(120))?;
-    ensure!(out.code == 0, "systemctl {args:?}: {}{}", out.stdout, out.stderr);
+    let out = run(
+        Command::new("systemctl").args(args),
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        out.code == 0,
+        "systemctl {args:?}: {}{}",
+        out.stdout,
+        out.stderr
+    );
     Ok(out.stdout.trim().to_owned())
 }
 
@@ -372,7 +609,10 @@ impl Drop for SystemContainerd {
 
 fn ctr_at(build: &ContainerdBuild, sock: &Path, args: &[&str]) -> Result<e2e::containerd::Out> {
     let mut cmd = Command::new(&build.ctr);
-    cmd.arg("--address").arg(sock).args(["-n", "k8s.io"]).args(args);
+    cmd.arg("--address")
+        .arg(sock)
+        .args(["-n", "k8s.io"])
+        .args(args);
     run(&mut cmd, Duration::from_secs(120))?.ok()
 }
 
@@ -398,27 +638,68 @@ fn installer_with_systemd(build: &ContainerdBuild, rs: &RunscBuild, work: &Path)
     )?;
     let _system = SystemContainerd::start(build, &config, &work.join("bin"))?;
     let before = main_pid()?;
-    let (c, t, b) = (config.display().to_string(), runsc_toml.display().to_string(), work.join("bin").display().to_string());
+    let (c, t, b) = (
+        config.display().to_string(),
+        runsc_toml.display().to_string(),
+        work.join("bin").display().to_string(),
+    );
     let containerd = build.containerd.display().to_string();
     let shim = versions::shim_binary();
-    let install = ["install", "--containerd-config", &c, "--runsc-config", &t, "--bin-dir", &b, "--containerd", &containerd, "--restart"];
+    let install = [
+        "install",
+        "--containerd-config",
+        &c,
+        "--runsc-config",
+        &t,
+        "--bin-dir",
+        &b,
+        "--containerd",
+        &containerd,
+        "--restart",
+    ];
     let out = run(Command::new(&shim).args(install), SLOW)?.ok()?;
-    ensure!(out.stdout.contains("restarted containerd (systemctl restart containerd)"), "{out:?}");
+    ensure!(
+        out.stdout
+            .contains("restarted containerd (systemctl restart containerd)"),
+        "{out:?}"
+    );
     let after = main_pid()?;
-    ensure!(after != before && after != "0", "containerd was not restarted ({before} -> {after})");
+    ensure!(
+        after != before && after != "0",
+        "containerd was not restarted ({before} -> {after})"
+    );
     let sock = work.join("ctd/containerd.sock");
-    eventually("containerd to answer", SLOW, || Ok(ctr_at(build, &sock, &["version"]).is_ok()))?;
+    eventually("containerd to answer", SLOW, || {
+        Ok(ctr_at(build, &sock, &["version"]).is_ok())
+    })?;
 
     // A pod through CRI right away, in the kubelet's slices, on the host network.
-    for (tar, name, entry, probe) in [("busybox.tar", IMAGE, &[][..], &["/bin/sh"][..]), ("pause.tar", node::PAUSE, &["/bin/sleep", "2147483647"][..], &[][..])] {
+    for (tar, name, entry, probe) in [
+        ("busybox.tar", IMAGE, &[][..], &["/bin/sh"][..]),
+        (
+            "pause.tar",
+            node::PAUSE,
+            &["/bin/sleep", "2147483647"][..],
+            &[][..],
+        ),
+    ] {
         let path = work.join(tar);
         e2e::image::build(&path, name, entry, probe)?;
-        ctr_at(build, &sock, &["images", "import", &path.display().to_string()])?;
+        ctr_at(
+            build,
+            &sock,
+            &["images", "import", &path.display().to_string()],
+        )?;
     }
     let mut cri = Cri::connect(&sock)?;
     let uid = format!("abcd1234-inst-{}", std::process::id());
     let slices = PodSlices::start(&uid, &[&format!("MemoryMax={POD_LIMIT}")])?;
-    let mut pod_cfg = cri::pod_config("inst", &uid, &work.join("logs"), &slices.pod.cgroup_parent());
+    let mut pod_cfg = cri::pod_config(
+        "inst",
+        &uid,
+        &work.join("logs"),
+        &slices.pod.cgroup_parent(),
+    );
     let mut ccfg = cri::container_config("hello", IMAGE, &["sleep", "100000"]);
     cri::host_network(&mut pod_cfg, &mut [&mut ccfg]);
     let pod = cri.run_pod(&pod_cfg, HANDLER)?;
@@ -431,13 +712,26 @@ fn installer_with_systemd(build: &ContainerdBuild, rs: &RunscBuild, work: &Path)
     })();
     cri.remove_pod(&pod)?;
     res?;
-    eventually("the pod's cgroups to go", Duration::from_secs(10), || Ok(slices.pod.children().is_empty()))?;
+    eventually("the pod's cgroups to go", Duration::from_secs(10), || {
+        Ok(slices.pod.children().is_empty())
+    })?;
     drop(slices);
 
-    let uninstall = ["uninstall", "--containerd-config", &c, "--runsc-config", &t, "--bin-dir", &b, "--restart"];
+    let uninstall = [
+        "uninstall",
+        "--containerd-config",
+        &c,
+        "--runsc-config",
+        &t,
+        "--bin-dir",
+        &b,
+        "--restart",
+    ];
     run(Command::new(&shim).args(uninstall), SLOW)?.ok()?;
-    ensure!(std::fs::read_to_string(&config)? == original, "uninstall did not restore the config");
+    ensure!(
+        std::fs::read_to_string(&config)? == original,
+        "uninstall did not restore the config"
+    );
     ensure!(main_pid()? != after, "uninstall did not restart containerd");
     Ok(())
 }
-
