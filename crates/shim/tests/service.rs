@@ -563,6 +563,30 @@ async fn bad_requests_name_the_problem() {
         let err = f.svc.create(req).await.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{id:?}: {err:?}");
     }
+    // A namespace that is no id names paths below the runsc root: refused before any.
+    let bad_ns = Service::new(
+        "../../etc",
+        reaper(),
+        Arc::new(ReaperSpawner(reaper())),
+        f.events.clone(),
+    );
+    let err = bad_ns.create(f.request("nsok")).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(err.to_string().contains("invalid namespace"), "{err}");
+    assert!(!f.dir.path().join("root/etc").exists());
+    // A systemd cgroups path that is no systemd path, and a runsc flag the shim owns.
+    let req = f.request("badcg");
+    let config = req.bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["linux"] = serde_json::json!({"cgroupsPath": "kubepods.slice:cri-containerd:../x"});
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid systemd cgroupsPath") && err.contains("../x"),
+        "{err}"
+    );
+    assert!(!f.runsc_root().join("badcg").exists(), "no runsc root made");
     // Missing config.json.
     let mut req = f.request("nocfg");
     std::fs::remove_file(req.bundle.join("config.json")).unwrap();

@@ -468,7 +468,7 @@ pub struct Closing {
 }
 
 impl Closing {
-    /// Waits until the copies delivered what the pipes hold (at most [`DRAIN_TIMEOUT`]: only
+    /// Waits until the copies delivered what the pipes hold (at most 10 s: only
     /// a reader that stopped reading takes that long), then stops the logging binary.
     pub async fn wait(mut self) {
         let copies = std::mem::take(&mut self.copies);
