@@ -83,10 +83,12 @@ impl Flags {
             if let Some(field) = flags.bool_flag(name) {
                 *field = match inline.as_deref() {
                     None => true,
-                    Some(v) => parse_go_bool(v).ok_or_else(|| FlagError::NotBool {
-                        flag: name.to_owned(),
-                        value: v.to_owned(),
-                    })?,
+                    Some(v) => {
+                        runsc_shim::cgroups::parse_go_bool(v).ok_or_else(|| FlagError::NotBool {
+                            flag: name.to_owned(),
+                            value: v.to_owned(),
+                        })?
+                    }
                 };
                 continue;
             }
@@ -128,15 +130,6 @@ impl Flags {
             "publish-binary" => &mut self.publish_binary,
             _ => return None,
         })
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
     }
 }
 

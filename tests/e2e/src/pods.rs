@@ -18,6 +18,9 @@ pub const IMAGE: &str = "docker.io/library/busybox-e2e:latest";
 pub const PAUSE: &str = "docker.io/library/pause-e2e:latest";
 /// The runtime handler name, as in the user's RuntimeClass.
 pub const HANDLER: &str = "runsc";
+/// containerd 2.x only: our runtime configured with `sandboxer = "shim"` (containerd's
+/// Sandbox API, which this shim refuses with a message).
+pub const SANDBOXER_HANDLER: &str = "runsc-sandboxer";
 
 /// Builds the images a pod needs, `IMAGE` (busybox) and `PAUSE`, as OCI tarballs
 /// `busybox.tar` and `pause.tar` in `dir`, and imports both into `containerd`'s current
@@ -73,6 +76,12 @@ fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}]
   runtime_type = "io.containerd.runsc.v1"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}.options]
+  TypeUrl = "io.containerd.runsc.v1.options"
+  ConfigPath = "{cfg}"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}]
+  runtime_type = "io.containerd.runsc.v1"
+  sandboxer = "shim"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}.options]
   TypeUrl = "io.containerd.runsc.v1.options"
   ConfigPath = "{cfg}"
 [plugins."io.containerd.cri.v1.runtime".cni]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use e2e::cri::{self, ContainerState};
 use e2e::leftovers;
-use e2e::pods::{HANDLER, IMAGE, PodEnv};
+use e2e::pods::{HANDLER, IMAGE, PodEnv, SANDBOXER_HANDLER};
 use e2e::runner::{self, Runner, eventually};
 use e2e::versions::{self, RunscBuild};
 
@@ -192,6 +192,13 @@ fn main() -> ExitCode {
 }
 
 fn more_scenarios(r: &mut Runner, env: &mut PodEnv, p: &str) {
+    if env.containerd.build.major() >= 2 {
+        r.run(
+            &format!("{p}/sandbox_api_refused_and_its_shim_exits"),
+            || sandbox_api_refused(env),
+        );
+    }
+
     r.run(
         &format!("{p}/exec_sync_streams_exit_code_and_timeout"),
         || {
@@ -580,4 +587,45 @@ fn more_scenarios(r: &mut Runner, env: &mut PodEnv, p: &str) {
             Ok(())
         },
     );
+}
+
+/// containerd 2.x with `sandboxer = "shim"`: RunPodSandbox fails with the shim's message
+/// naming the setting, and the shim containerd started for that sandbox (its `-id` is the
+/// sandbox id) does not stay: every kubelet retry would leave one more.
+fn sandbox_api_refused(env: &mut PodEnv) -> Result<()> {
+    reset(env);
+    let log_dir = env.logs.join("sbx");
+    std::fs::create_dir_all(&log_dir)?;
+    let cfg = cri::pod_config(
+        "sbx",
+        "uid-sbx",
+        &log_dir,
+        &format!("{}/podsbx", env.cgroup_base),
+    );
+    let err = env
+        .cri
+        .run_pod(&cfg, SANDBOXER_HANDLER)
+        .map(drop)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    ensure!(
+        err.contains("does not serve containerd's Sandbox API")
+            && err.contains("remove `sandboxer ="),
+        "RunPodSandbox with sandboxer = shim: {err:?}"
+    );
+    let id = err
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 64)
+        .context("no sandbox id in the error")?
+        .to_owned();
+    let shims_of_it = || {
+        leftovers::shims(&env.containerd.address())
+            .into_iter()
+            .filter(|s| s.cmdline.contains(&id))
+            .count()
+    };
+    eventually("the refused shim to exit", Duration::from_secs(30), || {
+        Ok(shims_of_it() == 0)
+    })
 }

@@ -31,7 +31,7 @@ pub fn needs_systemd_flag(path: &CgroupsPath, configured: Option<&str>) -> Resul
         return Ok(false);
     };
     let shown = format!("{}:{}:{}", p.slice, p.prefix, p.name);
-    match configured.map(parse_bool) {
+    match configured.map(parse_go_bool) {
         Some(Some(true)) => Ok(false),
         Some(Some(false)) => Err(Error::InvalidArgument(format!(
             "cgroupsPath {shown:?} is a systemd path (slice:prefix:name) but [runsc_config] \
@@ -50,8 +50,9 @@ pub fn needs_systemd_flag(path: &CgroupsPath, configured: Option<&str>) -> Resul
     }
 }
 
-/// Go's `strconv.ParseBool`, which runsc applies to flag values.
-fn parse_bool(v: &str) -> Option<bool> {
+/// Go's `strconv.ParseBool`, which runsc (and containerd's flag parsing) apply to boolean
+/// flag values.
+pub fn parse_go_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
