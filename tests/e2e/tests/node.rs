@@ -218,6 +218,10 @@ fn check_placement(env: &PodEnv, pod: &KubeletPod) -> Result<()> {
         max == POD_LIMIT.to_string(),
         "sandbox scope memory.max {max}, want {POD_LIMIT}"
     );
+    // The pod slice sets no CPU limit here: the pod's CPU quota from CRI's sandbox
+    // annotations (one CPU) is the sandbox's.
+    let cpu = systemd::read(&scope, "cpu.max");
+    ensure!(cpu == "100000 100000", "sandbox scope cpu.max {cpu:?}");
     // Sandbox and every gofer (the app containers' too) in the pod's slice.
     let slice_path = pod.slices.pod.cgroup_parent();
     let procs = sandbox_processes(env);
