@@ -17,7 +17,8 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
 BIN="target/$TARGET/release/$NAME"
 
 # No dynamic dependencies at all (no interpreter, no DT_NEEDED).
-if readelf -l "$BIN" | grep -q 'INTERP' || readelf -d "$BIN" | grep -q '(NEEDED)'; then
+headers="$(readelf -l "$BIN")"; dynamic="$(readelf -d "$BIN")"
+if grep -q 'INTERP' <<<"$headers" || grep -q '(NEEDED)' <<<"$dynamic"; then
   echo "build-release: $BIN is dynamically linked" >&2
   readelf -d "$BIN" | grep NEEDED >&2 || true
   exit 1

@@ -6,8 +6,11 @@ DEB="$(ls target/dist/containerd-shim-runsc-v1_*_amd64.deb | head -n1)"
 fail() { echo "test-deb: FAILED: $*" >&2; exit 1; }
 dpkg -i "$DEB" >/dev/null
 trap 'dpkg -r containerd-shim-runsc-v1 >/dev/null 2>&1 || true' EXIT
-dpkg -s containerd-shim-runsc-v1 | grep -q '^Status: install ok installed' || fail "not installed"
-/usr/bin/containerd-shim-runsc-v1 -v | grep -q 'io.containerd.runsc.v1' || fail "binary does not run"
+# Outputs are captured first: `cmd | grep -q` under pipefail fails when grep exits early.
+status="$(dpkg -s containerd-shim-runsc-v1)"
+grep -q '^Status: install ok installed' <<<"$status" || fail "not installed"
+version="$(/usr/bin/containerd-shim-runsc-v1 -v)" || fail "binary does not run"
+grep -q 'io.containerd.runsc.v1' <<<"$version" || fail "binary does not say its runtime: $version"
 [[ -f /usr/share/doc/containerd-shim-runsc-v1/examples/runsc.toml ]] || fail "example config missing"
 dpkg -r containerd-shim-runsc-v1 >/dev/null
 trap - EXIT

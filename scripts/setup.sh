@@ -14,7 +14,7 @@ PACKAGES=(containerd runc runsc busybox-static containernetworking-plugins iprou
           procps protobuf-compiler ca-certificates git gcc libc6-dev pkg-config)
 missing=()
 for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
@@ -37,7 +37,7 @@ command -v cargo >/dev/null || { log "cargo not found: install the Rust toolchai
 # make the pinned name resolve to it instead of trying to download it.
 if command -v rustup >/dev/null && ! rustup run 1.95.0 true >/dev/null 2>&1; then
   stable="$(rustup toolchain list | awk '/^stable/{print $1; exit}')"
-  if [[ -n "$stable" ]] && rustup run "$stable" rustc --version | grep -q ' 1\.95\.'; then
+  if [[ -n "$stable" && "$(rustup run "$stable" rustc --version)" == *" 1.95."* ]]; then
     ln -sfn "$(rustup run "$stable" rustc --print sysroot)" "$(dirname "$(rustup run "$stable" rustc --print sysroot)")/1.95.0-x86_64-unknown-linux-gnu"
   fi
 fi

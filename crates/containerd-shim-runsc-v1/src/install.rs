@@ -57,21 +57,23 @@ pub(crate) fn run(remove: bool, args: &[String]) -> anyhow::Result<()> {
     } else {
         installer::plan_install(&opts)?
     };
-    #[allow(clippy::print_stdout, reason = "the installer reports to its user")]
-    {
-        print!("{}", installer::describe(&plan));
-        if opts.dry_run {
-            println!("(dry run: nothing was changed)");
-            return Ok(());
-        }
-        installer::apply(&plan)?;
-        if plan.needs_restart {
-            if opts.restart {
-                println!("{}", installer::restart()?);
-            } else {
-                println!("restart containerd to apply the change");
-            }
+    say(&installer::describe(&plan));
+    if opts.dry_run {
+        say("(dry run: nothing was changed)\n");
+        return Ok(());
+    }
+    installer::apply(&plan)?;
+    if plan.needs_restart {
+        if opts.restart {
+            say(&format!("{}\n", installer::restart()?));
+        } else {
+            say("restart containerd to apply the change\n");
         }
     }
     Ok(())
+}
+
+/// Reports to the user; a reader that went away (`| head`) does not stop the work.
+fn say(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
 }

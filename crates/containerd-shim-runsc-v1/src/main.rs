@@ -96,12 +96,10 @@ fn check_ids(flags: &flags::Flags) -> anyhow::Result<()> {
 }
 
 fn print_version() -> ExitCode {
-    #[allow(clippy::print_stdout, reason = "the -v output")]
-    {
-        println!("containerd-shim-runsc-v1:");
-        println!("  Runtime: {RUNTIME_NAME}");
-        println!("  Version: {VERSION}");
-        println!("  Revision: {REVISION}");
-    }
+    // One write, errors ignored: a reader that stops early (`| grep -q`) is not a failure.
+    let text = format!(
+        "containerd-shim-runsc-v1:\n  Runtime: {RUNTIME_NAME}\n  Version: {VERSION}\n  Revision: {REVISION}\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
 }
