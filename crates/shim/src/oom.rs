@@ -11,7 +11,9 @@
 //! On cgroup v2 the counter is also watched while the sandbox runs (inotify on
 //! `memory.events`, which the kernel marks modified on every change, as containerd's own
 //! OOM monitor does): systemd removes a sandbox's transient scope, and its counter with it,
-//! the moment its last process exits, which can be before the exit is handled.
+//! the moment its last process exits, which can be before the exit is handled. If the scope
+//! is gone before the watch could read its counter, the parent's `memory.events` decides:
+//! v2 counts a child's kills in its ancestors' `memory.events` too (the pod slice, for a pod).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +25,9 @@ pub struct OomCounter {
     /// The file holding the counter (`memory.oom_control` on cgroup v1, `memory.events` on v2).
     file: PathBuf,
     baseline: u64,
+    /// v2: the parent cgroup's `memory.events` and its count at the baseline, read when the
+    /// cgroup itself is gone.
+    parent: Option<(PathBuf, u64)>,
     /// Set by the watch when the counter grew while the sandbox ran.
     seen: Arc<AtomicBool>,
     watch: Option<tokio::task::JoinHandle<()>>,
@@ -88,30 +93,51 @@ impl OomCounter {
 
     /// The counter in `file`, watched if it is a v2 `memory.events`.
     fn from_file(file: PathBuf) -> Option<OomCounter> {
-        let baseline = parse_oom_kill(&std::fs::read_to_string(&file).ok()?)?;
+        let baseline = read_count(&file)?;
+        let v2 = file.ends_with("memory.events");
+        let parent = if v2 {
+            file.parent()
+                .and_then(Path::parent)
+                .map(|dir| dir.join("memory.events"))
+                .and_then(|f| read_count(&f).map(|n| (f, n)))
+        } else {
+            None
+        };
         let mut counter = OomCounter {
             file,
             baseline,
+            parent,
             seen: Arc::new(AtomicBool::new(false)),
             watch: None,
         };
-        if counter.file.ends_with("memory.events") {
-            counter.watch = watch(&counter.file, baseline, counter.seen.clone());
+        if v2 {
+            counter.watch = watch(
+                &counter.file,
+                baseline,
+                counter.parent.clone(),
+                counter.seen.clone(),
+            );
         }
         Some(counter)
     }
 
     /// Whether the kernel OOM-killed something in the cgroup since the baseline.
     pub fn fired(&self) -> bool {
-        self.seen.load(Ordering::SeqCst) || grew(&self.file, self.baseline)
+        self.seen.load(Ordering::SeqCst) || grew(&self.file, self.baseline, self.parent.as_ref())
     }
 }
 
-fn grew(file: &Path, baseline: u64) -> bool {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|t| parse_oom_kill(&t))
-        .is_some_and(|n| n > baseline)
+fn read_count(file: &Path) -> Option<u64> {
+    parse_oom_kill(&std::fs::read_to_string(file).ok()?)
+}
+
+/// Whether the counter in `file` grew past `baseline`; when `file` is gone (its cgroup was
+/// removed), whether the parent's did.
+fn grew(file: &Path, baseline: u64, parent: Option<&(PathBuf, u64)>) -> bool {
+    match read_count(file) {
+        Some(n) => n > baseline,
+        None => parent.is_some_and(|(f, base)| read_count(f).is_some_and(|n| n > *base)),
+    }
 }
 
 /// An inotify instance for tokio's `AsyncFd`, which wants `AsRawFd`.
@@ -125,7 +151,12 @@ impl std::os::fd::AsRawFd for InotifyFd {
 
 /// Watches a v2 `memory.events` file: `seen` is set when its `oom_kill` grows past
 /// `baseline`. Ends when the cgroup goes (inotify's IN_IGNORED) or when aborted.
-fn watch(file: &Path, baseline: u64, seen: Arc<AtomicBool>) -> Option<tokio::task::JoinHandle<()>> {
+fn watch(
+    file: &Path,
+    baseline: u64,
+    parent: Option<(PathBuf, u64)>,
+    seen: Arc<AtomicBool>,
+) -> Option<tokio::task::JoinHandle<()>> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
     inotify.add_watch(file, AddWatchFlags::IN_MODIFY).ok()?;
@@ -152,7 +183,7 @@ fn watch(file: &Path, baseline: u64, seen: Arc<AtomicBool>) -> Option<tokio::tas
                 }
                 Err(_) => return,
             };
-            if grew(&file, baseline) {
+            if grew(&file, baseline, parent.as_ref()) {
                 seen.store(true, Ordering::SeqCst);
                 return;
             }
@@ -222,11 +253,32 @@ mod tests {
         let c = OomCounter {
             file: f.clone(),
             baseline: 0,
+            parent: None,
             seen: Arc::new(AtomicBool::new(false)),
             watch: None,
         };
         assert!(!c.fired());
         std::fs::write(&f, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
+        assert!(c.fired());
+    }
+
+    /// The scope went before its counter could be read: the parent's counter (which counts
+    /// its children's kills on v2) decides, against its own baseline.
+    #[tokio::test]
+    async fn v2_kill_in_a_removed_cgroup_is_seen_in_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = dir.path().join("cri-containerd-x.scope");
+        std::fs::create_dir(&scope).unwrap();
+        let parent = dir.path().join("memory.events");
+        let own = scope.join("memory.events");
+        std::fs::write(&parent, "oom 2\noom_kill 2\n").unwrap();
+        std::fs::write(&own, "oom 0\noom_kill 0\n").unwrap();
+        let c = OomCounter::from_file(own.clone()).unwrap();
+        // Gone with no kill anywhere: not fired.
+        std::fs::remove_file(&own).unwrap();
+        assert!(!c.fired());
+        // The parent counted one more (the scope's, whose own file is gone).
+        std::fs::write(&parent, "oom 3\noom_kill 3\n").unwrap();
         assert!(c.fired());
     }
 }

@@ -41,6 +41,8 @@ const CONTAINER_LIMIT: i64 = 64 * MIB;
 const POD_LIMIT: i64 = 2 * CONTAINER_LIMIT + 64 * MIB;
 /// Emulated guests are slow: a container start takes seconds.
 const SLOW: Duration = Duration::from_secs(120);
+/// The pod's task limit (the kubelet's `podPidsLimit`, `TasksMax` of the pod slice).
+const POD_PIDS: u64 = 4096;
 
 /// A pod created the kubelet's way, with its slices.
 struct KubeletPod {
@@ -80,7 +82,13 @@ fn limited(mut c: cri::ContainerConfig, memory: i64) -> cri::ContainerConfig {
 /// pod slice as cgroup parent and the pod-level resources the kubelet sends.
 fn kubelet_pod(env: &mut PodEnv, name: &str, handler: &str) -> Result<KubeletPod> {
     let uid = format!("1234abcd-{name}-4e5f-9a0b-{}", std::process::id());
-    let slices = PodSlices::start(&uid, &[&format!("MemoryMax={POD_LIMIT}")])?;
+    let slices = PodSlices::start(
+        &uid,
+        &[
+            &format!("MemoryMax={POD_LIMIT}"),
+            &format!("TasksMax={POD_PIDS}"),
+        ],
+    )?;
     let log_dir = env.logs.join(name);
     std::fs::create_dir_all(&log_dir)?;
     let mut cfg = cri::pod_config(name, &uid, &log_dir, &slices.pod.cgroup_parent());
@@ -142,21 +150,40 @@ fn working_set(st: &cri::ContainerStats) -> (u64, u64, u64) {
 }
 
 /// Removes the pod the way the kubelet does and checks that nothing of it is left, within
-/// 10 s: no scope or cgroup in its slice, no runsc process, no mount, no netns.
+/// 10 s in all: no scope or cgroup in its slice, no systemd unit, no runsc process, no mount
+/// of any of its containers, no netns.
 fn remove_leaving_nothing(env: &mut PodEnv, pod: KubeletPod) -> Result<()> {
+    let ids: Vec<String> = env
+        .cri
+        .list_containers()?
+        .into_iter()
+        .filter(|c| c.pod_sandbox_id == pod.id)
+        .map(|c| c.id)
+        .chain([pod.id.clone()])
+        .collect();
     let started = Instant::now();
     env.cri.remove_pod(&pod.id)?;
-    let took = started.elapsed();
-    ensure!(took < Duration::from_secs(10), "pod removal took {took:?}");
     let slice = &pod.slices.pod;
-    eventually("the pod's cgroups to go", Duration::from_secs(10), || {
-        Ok(slice.children().is_empty())
+    let rest = Duration::from_secs(10).saturating_sub(started.elapsed());
+    eventually("the pod's cgroups and units to go", rest, || {
+        Ok(slice.children().is_empty() && pod_units(&ids).is_empty())
     })
-    .with_context(|| format!("left in {}: {:?}", slice.dir().display(), slice.children()))?;
+    .with_context(|| {
+        format!(
+            "after {:?}: left in {}: {:?}, units {:?}",
+            started.elapsed(),
+            slice.dir().display(),
+            slice.children(),
+            pod_units(&ids)
+        )
+    })?;
     let procs = sandbox_processes(env);
     ensure!(procs.is_empty(), "sandbox processes left: {procs:?}");
     let mounts = leftovers::mounts_under(&env.work.join("containerd"));
-    let mounts: Vec<_> = mounts.iter().filter(|m| m.contains(&pod.id)).collect();
+    let mounts: Vec<_> = mounts
+        .iter()
+        .filter(|m| ids.iter().any(|id| m.contains(id.as_str())))
+        .collect();
     ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
     let netns: Vec<_> = leftovers::dir_entries(&netns_dir(env))
         .into_iter()
@@ -167,16 +194,38 @@ fn remove_leaving_nothing(env: &mut PodEnv, pod: KubeletPod) -> Result<()> {
     Ok(())
 }
 
-/// The done-when scenario: a two-container pod in the kubelet's slices.
-fn pod_in_kubelet_slices(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
-    let pod = kubelet_pod(env, "slices", HANDLER)?;
-    match check_pod(env, rs, &pod) {
+/// systemd units (loaded, active or failed) named after any of `ids`.
+fn pod_units(ids: &[String]) -> Vec<String> {
+    let out = run(
+        Command::new("systemctl").args([
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "cri-containerd-*",
+        ]),
+        Duration::from_secs(30),
+    )
+    .map(|o| o.stdout)
+    .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|u| ids.iter().any(|id| u.contains(id.as_str())))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The done-when scenario: a two-container pod in the kubelet's slices, under `handler`
+/// (ours, or runc as the baseline of the same checks).
+fn pod_in_kubelet_slices(env: &mut PodEnv, rs: &RunscBuild, handler: &str) -> Result<()> {
+    let pod = kubelet_pod(env, &format!("slices-{handler}"), handler)?;
+    match check_pod(env, rs, &pod, handler) {
         Ok(()) => remove_leaving_nothing(env, pod),
         Err(e) => Err(abandon(env, pod, e)),
     }
 }
 
-fn check_pod(env: &mut PodEnv, rs: &RunscBuild, pod: &KubeletPod) -> Result<()> {
+fn check_pod(env: &mut PodEnv, rs: &RunscBuild, pod: &KubeletPod, handler: &str) -> Result<()> {
     let app = start(
         env,
         pod,
@@ -190,17 +239,21 @@ fn check_pod(env: &mut PodEnv, rs: &RunscBuild, pod: &KubeletPod) -> Result<()> 
     let side = start(env, pod, "side", &["sleep", "100000"])?;
     let out = env.cri.exec_sync(&app, &["cat", "/proc/version"], 60)?;
     let version = String::from_utf8_lossy(&out.stdout);
+    let gvisor = version.contains("Linux version 4.4.0");
     ensure!(
-        version.contains("Linux version 4.4.0"),
-        "not gVisor's kernel: {version}"
+        version.starts_with("Linux version") && gvisor == (handler == HANDLER),
+        "{handler}: /proc/version {version}"
     );
-
-    check_placement(env, pod)?;
-    check_stats(env, rs, pod, &app, &side)
+    if handler == HANDLER {
+        check_placement(env, pod)?;
+    } else {
+        check_runc_placement(pod, &[&app, &side])?;
+    }
+    check_stats(env, rs, pod, handler, &app, &side)
 }
 
 /// The sandbox in its scope under the pod's slice with the pod's limit, every gofer in the
-/// slice, the shim outside it.
+/// slice, the shim outside it (where containerd put it).
 fn check_placement(env: &PodEnv, pod: &KubeletPod) -> Result<()> {
     let scope = pod
         .slices
@@ -235,29 +288,48 @@ fn check_placement(env: &PodEnv, pod: &KubeletPod) -> Result<()> {
             p.pid
         );
     }
-    // The shim stays out of the pod (it must never keep the pod's units alive).
-    for s in leftovers::shims(&env.containerd.address()) {
-        let cg = systemd::cgroup_of(s.pid).unwrap_or_default();
+    // One shim for the pod, in containerd's cgroup (this test started containerd): never in
+    // a unit of the pod, which it would keep alive.
+    let shims = leftovers::shims(&env.containerd.address());
+    ensure!(shims.len() == 1, "one shim expected: {shims:?}");
+    let ours = systemd::cgroup_of(std::process::id()).unwrap_or_default();
+    let cg = systemd::cgroup_of(shims[0].pid).unwrap_or_default();
+    ensure!(
+        cg == ours && !cg.starts_with("/kubepods.slice"),
+        "shim {} is in {cg}, containerd in {ours}",
+        shims[0].pid
+    );
+    Ok(())
+}
+
+/// runc: each container in a scope of its own under the pod's slice, with its own limit.
+fn check_runc_placement(pod: &KubeletPod, containers: &[&str]) -> Result<()> {
+    for id in containers {
+        let scope = pod
+            .slices
+            .pod
+            .dir()
+            .join(format!("cri-containerd-{id}.scope"));
+        let max = systemd::read(&scope, "memory.max");
         ensure!(
-            !cg.starts_with("/kubepods.slice"),
-            "shim {} is in {cg}",
-            s.pid
+            max == CONTAINER_LIMIT.to_string(),
+            "runc container scope {} memory.max {max:?}",
+            scope.display()
         );
     }
-
     Ok(())
 }
 
 /// Per-container stats through CRI (and the v2 metrics behind them): CPU of the busy one,
-/// memory of each, each container's own limit; the pod's stats.
+/// memory of each, each container's own limit; the list and the pod's stats.
 fn check_stats(
     env: &mut PodEnv,
     rs: &RunscBuild,
     pod: &KubeletPod,
+    handler: &str,
     app: &str,
     side: &str,
 ) -> Result<()> {
-    // Stats per container: CPU of the busy one, memory of each, each container's own limit.
     let mut last = Default::default();
     eventually("per-container stats", SLOW, || {
         let a = working_set(&env.cri.container_stats(app)?);
@@ -278,13 +350,47 @@ fn check_stats(
             "{name}: working set {ws} + available {avail} is not its limit {CONTAINER_LIMIT}"
         );
     }
-    // runsc 20221219 gives every container the sandbox's memory; 20240729 counts each.
-    if rs.name != "2022" {
+    // runsc 20221219 gives every container the sandbox's memory (documented); 20240729 and
+    // runc count each.
+    if handler != HANDLER || rs.name != "2022" {
         ensure!(
             a_ws != s_ws,
             "both containers report the same working set {a_ws}"
         );
     }
+    check_listed_stats(env, pod, &[app, side])?;
+    check_pod_stats(env, pod, &[app, side])?;
+    check_metrics(env, handler, app)
+}
+
+/// Working set of each stats entry, by container id.
+fn working_sets<'a>(
+    stats: impl IntoIterator<Item = &'a cri::ContainerStats>,
+) -> std::collections::BTreeMap<String, u64> {
+    stats
+        .into_iter()
+        .map(|s| {
+            let id = s.attributes.as_ref().map_or("", |a| a.id.as_str());
+            (id.to_owned(), working_set(s).1)
+        })
+        .collect()
+}
+
+fn ensure_each_listed(
+    what: &str,
+    got: &std::collections::BTreeMap<String, u64>,
+    want: &[&str],
+) -> Result<()> {
+    let ids: Vec<&str> = got.keys().map(String::as_str).collect();
+    let mut want = want.to_vec();
+    want.sort_unstable();
+    ensure!(ids == want, "{what} lists {ids:?}, want {want:?}");
+    ensure!(got.values().all(|ws| *ws > 0), "{what}: {got:?}");
+    Ok(())
+}
+
+/// ListContainerStats of the pod: each container, with its own figures.
+fn check_listed_stats(env: &mut PodEnv, pod: &KubeletPod, containers: &[&str]) -> Result<()> {
     let listed = env.cri.call(async |c| {
         c.list_container_stats(cri::ListContainerStatsRequest {
             filter: Some(cri::ContainerStatsFilter {
@@ -294,13 +400,16 @@ fn check_stats(
         })
         .await
     })?;
-    ensure!(
-        listed.stats.len() == 2,
-        "ListContainerStats: {:?}",
-        listed.stats.len()
-    );
-    // Pod stats: containerd reads the pod's cgroup for the pod's figures and asks the shim for
-    // each container's.
+    ensure_each_listed(
+        "ListContainerStats",
+        &working_sets(&listed.stats),
+        containers,
+    )
+}
+
+/// Pod stats: containerd reads the pod's cgroup for the pod's figures and asks the shim for
+/// each container's.
+fn check_pod_stats(env: &mut PodEnv, pod: &KubeletPod, containers: &[&str]) -> Result<()> {
     let pods = env.cri.call(async |c| {
         c.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
             filter: Some(cri::PodSandboxStatsFilter {
@@ -310,30 +419,33 @@ fn check_stats(
         })
         .await
     });
-    match pods {
-        Ok(resp) => {
-            let linux = resp
-                .stats
-                .first()
-                .and_then(|s| s.linux.as_ref())
-                .context("no pod stats")?;
-            let pod_ws = linux
-                .memory
-                .as_ref()
-                .and_then(|m| m.working_set_bytes.as_ref())
-                .map_or(0, |v| v.value);
-            ensure!(pod_ws > 0, "pod working set: {linux:?}");
-            ensure!(
-                linux.containers.len() == 2,
-                "pod stats list {} containers",
-                linux.containers.len()
-            );
+    let resp = match pods {
+        Ok(resp) => resp,
+        // containerd 1.6 does not implement it on Linux; later ones must.
+        Err(e)
+            if env.containerd.build.name == "1.6" && format!("{e:#}").contains("nimplemented") =>
+        {
+            return Ok(());
         }
-        // containerd 1.6 does not implement it on Linux.
-        Err(e) if format!("{e:#}").contains("nimplemented") => {}
         Err(e) => return Err(e),
-    }
-    // The v2 metrics behind them: user and system time, the limits.
+    };
+    let linux = resp
+        .stats
+        .first()
+        .and_then(|s| s.linux.as_ref())
+        .context("no pod stats")?;
+    let pod_ws = linux
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map_or(0, |v| v.value);
+    ensure!(pod_ws > 0, "pod working set: {linux:?}");
+    ensure_each_listed("pod stats", &working_sets(&linux.containers), containers)
+}
+
+/// The v2 metrics behind them: user and system time, the memory limit, the tasks (and,
+/// for the sandbox, the pod's task limit).
+fn check_metrics(env: &PodEnv, handler: &str, app: &str) -> Result<()> {
     let m = metrics(env, app)?;
     let cpu = &m["cpu"];
     ensure!(
@@ -345,12 +457,63 @@ fn check_stats(
         "memory limit: {}",
         m["memory"]
     );
+    let pids = &m["pids"];
+    ensure!(pids["current"].as_u64().unwrap_or(0) > 0, "pids: {pids}");
+    // runc reads the container scope's own pids.max (unset); the shim reports the limit in
+    // force on the sandbox, the pod slice's TasksMax.
+    if handler == HANDLER {
+        ensure!(pids["limit"].as_u64() == Some(POD_PIDS), "pids: {pids}");
+    }
     Ok(())
 }
 
-/// A container past the pod's memory ends OOMKilled with 137.
+/// `ctr events` of the environment's namespace, written to a file while it lives.
+struct EventLog {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl EventLog {
+    fn start(env: &PodEnv, name: &str) -> Result<EventLog> {
+        let file = env.work.join(format!("events-{name}.log"));
+        let child = env
+            .containerd
+            .ctr_cmd(&["events"])
+            .stdout(std::fs::File::create(&file)?)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("ctr events")?;
+        Ok(EventLog { child, file })
+    }
+
+    /// Topics of the events of container `id`, in the order containerd published them.
+    fn topics(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A container past the pod's memory ends OOMKilled with 137; under our shim containerd
+/// hears TaskOOM before TaskExit.
 fn over_limit_is_oomkilled(env: &mut PodEnv, handler: &str) -> Result<()> {
     let pod = kubelet_pod(env, &format!("oom-{handler}"), handler)?;
+    let events = match EventLog::start(env, &pod.id) {
+        Ok(events) => events,
+        Err(e) => return Err(abandon(env, pod, e)),
+    };
     // gVisor: one big read of /dev/zero makes the sandbox fault in 300 MiB at once (a
     // pipeline through the sentry is slow under emulation). runc: such a read would fail with
     // EFAULT at the limit instead of drawing the OOM killer, so the container's last command
@@ -377,82 +540,73 @@ fn over_limit_is_oomkilled(env: &mut PodEnv, handler: &str) -> Result<()> {
             st.reason,
             st.exit_code
         );
+        if handler != HANDLER {
+            return Ok(());
+        }
+        // The subscriber sees the exit a moment after CRI does.
+        let mut topics = Vec::new();
+        eventually("the hog's TaskExit event", Duration::from_secs(10), || {
+            topics = events.topics(&hog);
+            Ok(topics.iter().any(|t| t == "/tasks/exit"))
+        })
+        .with_context(|| format!("events of the hog: {topics:?}"))?;
+        let at = |topic: &str| topics.iter().position(|t| t == topic);
+        ensure!(
+            at("/tasks/oom").is_some_and(|oom| Some(oom) < at("/tasks/exit")),
+            "TaskOOM must come before TaskExit: {topics:?}"
+        );
         Ok(())
     });
+    drop(events);
     if let Err(e) = res {
         return Err(abandon(env, pod, e));
     }
     remove_leaving_nothing(env, pod)
 }
 
-/// runc with `SystemdCgroup = true` in the same containerd: each container in a scope of
-/// its own under the pod's slice, with its own `memory.max`.
-fn runc_baseline(env: &mut PodEnv) -> Result<()> {
-    let pod = kubelet_pod(env, "runc", "runc")?;
-    let res = start(env, &pod, "app", &["sleep", "100000"]).and_then(|app| {
-        let scope = pod
-            .slices
-            .pod
-            .dir()
-            .join(format!("cri-containerd-{app}.scope"));
-        let max = systemd::read(&scope, "memory.max");
-        ensure!(
-            max == CONTAINER_LIMIT.to_string(),
-            "runc container scope memory.max {max:?}"
-        );
-        Ok(())
-    });
-    match res {
-        Ok(()) => remove_leaving_nothing(env, pod),
-        Err(e) => Err(abandon(env, pod, e)),
-    }
+/// `ctr run MODE ... IMAGE ID ARGS` through our runtime with runsc.toml `toml`.
+fn ctr_run(
+    c: &e2e::containerd::Containerd,
+    toml: &str,
+    mode: &str,
+    id: &str,
+    extra: &[&str],
+    args: &[&str],
+) -> Result<e2e::containerd::Out> {
+    let mut a = vec![
+        "run",
+        mode,
+        "--runtime",
+        "io.containerd.runsc.v1",
+        "--runtime-config-path",
+        toml,
+    ];
+    a.extend_from_slice(extra);
+    a.push(IMAGE);
+    a.push(id);
+    a.extend_from_slice(args);
+    c.ctr(&a)
 }
 
-/// `ctr` on this host: systemd and cgroupfs paths without any `systemd-cgroup` setting, v2
-/// metrics with the limit, and malformed systemd paths refused with nothing left.
-fn ctr_paths(env: &PodEnv, toml: &str) -> Result<()> {
-    let c = &env.containerd;
-    let run = |mode: &str, id: &str, extra: &[&str], args: &[&str]| {
-        let mut a = vec![
-            "run",
-            mode,
-            "--runtime",
-            "io.containerd.runsc.v1",
-            "--runtime-config-path",
-            toml,
-        ];
-        a.extend_from_slice(extra);
-        a.push(IMAGE);
-        a.push(id);
-        a.extend_from_slice(args);
-        c.ctr(&a)
-    };
-    let out = run("--rm", "fs1", &[], &["cat", "/proc/version"])?.ok()?;
-    ensure!(out.stdout.contains("Linux version 4.4.0"), "{out:?}");
-    run(
-        "-d",
-        "sd1",
-        &[
-            "--cgroup",
-            "system.slice:runsc-e2e:sd1",
-            "--memory-limit",
-            "67108864",
-        ],
-        &["sleep", "100000"],
-    )?
-    .ok()?;
-    let scope = Path::new(systemd::CGROUP_ROOT).join("system.slice/runsc-e2e-sd1.scope");
+/// A `ctr` container with the systemd cgroups path `system.slice:runsc-e2e:<id>`: its scope
+/// has the container's `memory.max`, the v2 metrics report the limit and CPU, and the scope
+/// goes with the container.
+fn ctr_in_scope(c: &e2e::containerd::Containerd, toml: &str, id: &str) -> Result<()> {
+    let path = format!("system.slice:runsc-e2e:{id}");
+    let extra = ["--cgroup", &path, "--memory-limit", "67108864"];
+    ctr_run(c, toml, "-d", id, &extra, &["sleep", "100000"])?.ok()?;
+    let scope = Path::new(systemd::CGROUP_ROOT).join(format!("system.slice/runsc-e2e-{id}.scope"));
     let max = systemd::read(&scope, "memory.max");
     let m: serde_json::Value =
-        serde_json::from_str(&c.ctr_ok(&["task", "metrics", "--format", "json", "sd1"])?)?;
-    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", "sd1"]);
-    eventually("sd1 to stop", SLOW, || {
+        serde_json::from_str(&c.ctr_ok(&["task", "metrics", "--format", "json", id])?)?;
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    eventually(&format!("{id} to stop"), SLOW, || {
         Ok(c.ctr_ok(&["task", "ls"])?
             .lines()
-            .any(|l| l.starts_with("sd1 ") && l.contains("STOPPED")))
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("STOPPED")))
     })?;
-    c.ctr_ok(&["task", "delete", "sd1"])?;
-    c.ctr_ok(&["containers", "rm", "sd1"])?;
+    c.ctr_ok(&["task", "delete", id])?;
+    c.ctr_ok(&["containers", "rm", id])?;
     ensure!(
         max == "67108864",
         "scope {} memory.max {max:?}",
@@ -468,9 +622,32 @@ fn ctr_paths(env: &PodEnv, toml: &str) -> Result<()> {
     );
     eventually("the scope to go", Duration::from_secs(10), || {
         Ok(!scope.exists())
-    })?;
-    for bad in ["a.slice:b", "kube--pods.slice:p:x", "a.slice:p:../x"] {
-        let out = run("--rm", "bad1", &["--cgroup", bad], &["true"])?;
+    })
+}
+
+/// `ctr` on this host: cgroupfs and systemd paths without any `systemd-cgroup` setting and
+/// with an explicit `systemd-cgroup = "true"`, v2 metrics with the limit, and malformed
+/// systemd paths refused with nothing left.
+fn ctr_paths(env: &PodEnv, toml: &str) -> Result<()> {
+    let c = &env.containerd;
+    let out = ctr_run(c, toml, "--rm", "fs1", &[], &["cat", "/proc/version"])?.ok()?;
+    ensure!(out.stdout.contains("Linux version 4.4.0"), "{out:?}");
+    ctr_in_scope(c, toml, "sd1")?;
+    // The runsc_config table is the file's last: the key lands in it.
+    let explicit = format!("{toml}.explicit");
+    std::fs::write(
+        &explicit,
+        std::fs::read_to_string(toml)? + "  systemd-cgroup = \"true\"\n",
+    )?;
+    ctr_in_scope(c, &explicit, "sd2").context("explicit systemd-cgroup = \"true\"")?;
+    for bad in [
+        "a.slice:b",
+        "kube--pods.slice:p:x",
+        "a.slice:p:../x",
+        "nodot:p:x",
+        "a.slice:p/q:x",
+    ] {
+        let out = ctr_run(c, toml, "--rm", "bad1", &["--cgroup", bad], &["true"])?;
         let _ = c.ctr(&["containers", "rm", "bad1"]);
         ensure!(
             out.code != 0 && out.stderr.contains("systemd cgroupsPath") && out.stderr.contains(bad),
@@ -492,15 +669,15 @@ fn node_group(
     let work = base.join(format!("node{}-r{}", cd.name, rs.name));
     let mut env = PodEnv::start_with(cd, rs, &versions::shim_binary(), &work, "", true)?;
     r.run(&format!("{p}/pod_in_kubelet_slices"), || {
-        pod_in_kubelet_slices(&mut env, rs)
+        pod_in_kubelet_slices(&mut env, rs, HANDLER)
     });
     r.run(&format!("{p}/over_limit_container_is_oomkilled"), || {
         over_limit_is_oomkilled(&mut env, HANDLER)
     });
     if rs.name == "2022" {
         // The baseline once per containerd.
-        r.run(&format!("{p}/runc_baseline_scopes"), || {
-            runc_baseline(&mut env)
+        r.run(&format!("{p}/runc_baseline_pod_in_kubelet_slices"), || {
+            pod_in_kubelet_slices(&mut env, rs, "runc")
         });
         r.run(&format!("{p}/runc_baseline_oomkilled"), || {
             over_limit_is_oomkilled(&mut env, "runc")
@@ -536,6 +713,14 @@ fn main() -> ExitCode {
         return r.finish();
     }
     if !systemd::is_systemd_v2_host() {
+        // In the guest of scripts/test-guest.sh this is a broken guest, not a reason to skip.
+        if std::env::var_os("RUNSC_SHIM_GUEST").is_some() {
+            r.fail(
+                "node",
+                "the guest is not a cgroup v2 host with systemd as PID 1".into(),
+            );
+            return r.finish();
+        }
         r.skip(
             "node",
             "needs cgroup v2 with systemd as PID 1 (scripts/test-guest.sh runs it in a guest)",
@@ -712,6 +897,11 @@ fn installer_with_systemd(build: &ContainerdBuild, rs: &RunscBuild, work: &Path)
         let out = cri.exec_sync(&c, &["cat", "/proc/version"], 60)?;
         let v = String::from_utf8_lossy(&out.stdout);
         ensure!(v.contains("Linux version 4.4.0"), "{v}");
+        // The shim stays in containerd's unit, never in the pod's.
+        let shims = leftovers::shims(&sock);
+        ensure!(shims.len() == 1, "one shim expected: {shims:?}");
+        let cg = systemd::cgroup_of(shims[0].pid).unwrap_or_default();
+        ensure!(cg == "/system.slice/containerd.service", "shim in {cg}");
         Ok(())
     })();
     cri.remove_pod(&pod)?;
