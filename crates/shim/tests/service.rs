@@ -193,6 +193,20 @@ impl Fixture {
         }
     }
 
+    /// A request for a container of CRI pod `pod` (`kind`: "sandbox" or "container").
+    fn pod_request(&self, id: &str, kind: &str) -> CreateRequest {
+        let req = self.request(id);
+        let config = req.bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        spec["annotations"] = serde_json::json!({
+            "io.kubernetes.cri.container-type": kind,
+            "io.kubernetes.cri.sandbox-id": "pod",
+        });
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+        req
+    }
+
     fn touch(&self, name: &str, content: &str) {
         std::fs::create_dir_all(self.runsc_root()).unwrap();
         std::fs::write(self.runsc_root().join(name), content).unwrap();
@@ -1052,18 +1066,7 @@ async fn issue_12_ids_that_prefix_each_other() {
 #[tokio::test]
 async fn pod_container_ids_that_prefix_each_other_are_refused() {
     let f = Fixture::new();
-    let pod_req = |id: &str, kind: &str| {
-        let req = f.request(id);
-        let config = req.bundle.join("config.json");
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-        spec["annotations"] = serde_json::json!({
-            "io.kubernetes.cri.container-type": kind,
-            "io.kubernetes.cri.sandbox-id": "pod",
-        });
-        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
-        req
-    };
+    let pod_req = |id: &str, kind: &str| f.pod_request(id, kind);
     f.svc.create(pod_req("pod", "sandbox")).await.unwrap();
     f.svc.start("pod", "").await.unwrap();
     f.svc.create(pod_req("app", "container")).await.unwrap();
@@ -1148,4 +1151,129 @@ async fn issue_12_close_io_does_not_wait_for_a_drain() {
     f.svc.kill("d1", "", 9, false).await.unwrap();
     f.svc.wait("d1", "").await.unwrap();
     f.svc.delete("d1", "").await.unwrap();
+}
+
+/// Issue 12, item 1, in a root shared by several containers (a pod's, or a namespace's root
+/// from an earlier version of this shim): runsc resolves `we` to `web2` there once `we` is
+/// gone. containerd's cleanup (the `delete` subcommand) must not run `runsc delete` for `we`,
+/// and must leave `web2` and the lock of a sibling being created alone.
+#[tokio::test]
+async fn cleanup_in_a_shared_root_spares_a_neighbour_whose_id_we_prefixes() {
+    let f = Fixture::new();
+    let shared = f.runsc_root();
+    f.touch("web2_sandbox:web2.state", "{}");
+    f.touch("web2_sandbox:web2.lock", "");
+    // runsc writes a container's lock before its state file: web3 is being created.
+    f.touch("web3_sandbox:web3.lock", "");
+    // What runsc 20221219 leaves of `we` after its sandbox was killed from outside.
+    f.touch("we_sandbox:we.lock", "");
+    let bundle = f.bundle("we", false);
+    runsc_shim::persist::PersistedState {
+        rootfs: None,
+        binary: f.dir.path().join("runsc").display().to_string(),
+        runsc_root: shared.clone(),
+        runsc_flags: Default::default(),
+        sandbox_id: "we".into(),
+    }
+    .save(&bundle)
+    .unwrap();
+    let spawner: Arc<dyn runsc::Spawner> = Arc::new(ReaperSpawner(reaper()));
+    let cleaned = runsc_shim::persist::cleanup(&bundle, "we", spawner)
+        .await
+        .unwrap();
+    assert_eq!(cleaned.exit_status, 137);
+    // The fake logs its calls in the directory above its --root.
+    let calls = std::fs::read_to_string(f.dir.path().join("root/calls")).unwrap_or_default();
+    assert!(
+        !calls.lines().any(|c| c.starts_with("delete")),
+        "runsc delete was run: {calls:?}"
+    );
+    for kept in [
+        "web2_sandbox:web2.state",
+        "web2_sandbox:web2.lock",
+        "web3_sandbox:web3.lock",
+    ] {
+        assert!(shared.join(kept).exists(), "{kept} was removed");
+    }
+    assert!(
+        !shared.join("we_sandbox:we.lock").exists(),
+        "we's own stale lock goes"
+    );
+}
+
+/// The same on the service's delete path: runsc lost `we` (its sandbox was killed from
+/// outside) while its pod's root holds a `web2` (made beside the shim, which itself refuses
+/// such a pair in one pod). Deleting the task `we` does not run `runsc delete we`.
+#[tokio::test]
+async fn delete_of_a_container_runsc_lost_spares_a_neighbour_whose_id_it_prefixes() {
+    let f = Fixture::new();
+    f.svc.create(f.pod_request("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    f.svc.create(f.pod_request("we", "container")).await.unwrap();
+    let root = f.runsc_root().join("pod");
+    std::fs::remove_file(root.join("we_sandbox:pod.state")).unwrap();
+    std::fs::write(root.join("web2_sandbox:pod.state"), "{}").unwrap();
+    f.svc.delete("we", "").await.unwrap();
+    assert!(
+        !f.calls().iter().any(|c| c == "delete we"),
+        "runsc delete was run: {:?}",
+        f.calls()
+    );
+    assert!(root.join("web2_sandbox:pod.state").exists(), "web2 was deleted");
+    std::fs::remove_file(root.join("web2_sandbox:pod.state")).unwrap();
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
+}
+
+/// Two creates of ids that prefix each other in one pod, at the same time: runsc has a state
+/// file for neither while both run `runsc create`, so the in-flight creates are checked too,
+/// under the same lock. One is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pod_creates_of_ids_that_prefix_each_other() {
+    let f = Arc::new(Fixture::new());
+    f.svc.create(f.pod_request("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    // The fake's `runsc create` waits while this file exists, before writing its state file.
+    f.touch("hold-create", "");
+    let spawn = |id: &'static str| {
+        let f = f.clone();
+        tokio::spawn(async move { f.svc.create(f.pod_request(id, "container")).await })
+    };
+    let (app, ap) = (spawn("app"), spawn("ap"));
+    // Release runsc once one create was refused, or once both reached `runsc create` (as both
+    // do without the in-flight check).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let in_runsc = f
+            .calls()
+            .iter()
+            .filter(|c| *c == "create app" || *c == "create ap")
+            .count();
+        if app.is_finished() || ap.is_finished() || in_runsc == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither create was refused nor reached runsc"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(f.runsc_root().join("hold-create")).unwrap();
+    let results = [("app", app.await.unwrap()), ("ap", ap.await.unwrap())];
+    let refused: Vec<&Error> = results.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert!(
+        matches!(refused[0], Error::InvalidArgument(_)) && refused[0].to_string().contains("prefix"),
+        "{:?}",
+        refused[0]
+    );
+    for (id, r) in &results {
+        if r.is_ok() {
+            f.svc.delete(id, "").await.unwrap();
+        }
+    }
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
 }
