@@ -162,7 +162,10 @@ mod tests {
         assert!(root.join("a_sandbox:sb.lock").exists(), "a live lock stays");
         std::fs::remove_file(root.join("a_sandbox:sb.state")).unwrap();
         r.remove_stale_lock("a", "sb");
-        assert!(!root.join("a_sandbox:sb.lock").exists(), "its stale lock goes");
+        assert!(
+            !root.join("a_sandbox:sb.lock").exists(),
+            "its stale lock goes"
+        );
         assert!(r.remove_root_if_unused());
         assert!(!root.exists());
         assert!(r.remove_root_if_unused(), "already gone");
@@ -182,8 +185,14 @@ mod tests {
         r.remove_stale_lock("a", "sb");
         assert!(!r.remove_root_if_unused(), "b and ab are being created");
         assert!(!root.join("a_sandbox:sb.lock").exists());
-        assert!(root.join("ab_sandbox:sb.lock").exists(), "not a prefix match");
-        assert!(root.join("b_sandbox:sb.lock").exists(), "a sibling's lock stays");
+        assert!(
+            root.join("ab_sandbox:sb.lock").exists(),
+            "not a prefix match"
+        );
+        assert!(
+            root.join("b_sandbox:sb.lock").exists(),
+            "a sibling's lock stays"
+        );
         assert!(root.is_dir());
     }
 
