@@ -7,7 +7,7 @@
 //! caused it; that input then belongs in the target's regression seeds.
 //!
 //! `FUZZ_ITERS` sets the iterations per target (default 3000: seconds in CI); the long run
-//! documented in RELIABILITY.md uses `FUZZ_ITERS=2000000`. `FUZZ_SEED` fixes the RNG.
+//! documented in RELIABILITY.md uses `FUZZ_ITERS=3000000`. `FUZZ_SEED` fixes the RNG.
 #![warn(missing_docs)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -262,27 +262,7 @@ impl Runsc {
         io: Io<'_>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, Error> {
-        let io_err = |source: io::Error| Error::Io {
-            command: command.to_owned(),
-            source,
-        };
-        let stdin_bytes = match io {
-            Io::Capture { stdin } => {
-                cmd.stdin(if stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                });
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-                stdin
-            }
-            Io::Provided(fds) => {
-                cmd.stdin(fds.stdin.map_or_else(Stdio::null, Stdio::from));
-                cmd.stdout(fds.stdout.map_or_else(Stdio::null, Stdio::from));
-                cmd.stderr(fds.stderr.map_or_else(Stdio::null, Stdio::from));
-                None
-            }
-        };
+        let stdin_bytes = io.apply(&mut cmd);
         tracing::debug!(%command, args = ?cmd.get_args().collect::<Vec<_>>(), "running runsc");
         let Spawned {
             pid,
@@ -307,43 +287,77 @@ impl Runsc {
             )
             .map(drop)
         };
-        let status = supervise(pid, exit, io, timeout).await;
-        let status = match status {
-            Ok(status) => status,
-            Err(Supervise::TimedOut(after)) => {
-                return Err(Error::Timeout {
-                    command: command.to_owned(),
-                    timeout: after,
+        let status = supervise(pid, exit, io, timeout)
+            .await
+            .map_err(|e| e.into_error(command))?;
+        outcome(command, status, out, &err)
+    }
+}
+
+impl<'a> Io<'a> {
+    /// Sets up the stdio of `cmd`; returns the bytes to feed its stdin, if any.
+    fn apply(self, cmd: &mut std::process::Command) -> Option<&'a [u8]> {
+        match self {
+            Io::Capture { stdin } => {
+                cmd.stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
                 });
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                stdin
             }
-            Err(Supervise::Io(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
-                return Err(Error::OutputTooLarge {
-                    command: command.to_owned(),
-                    limit: OUTPUT_LIMIT,
-                });
+            Io::Provided(fds) => {
+                cmd.stdin(fds.stdin.map_or_else(Stdio::null, Stdio::from));
+                cmd.stdout(fds.stdout.map_or_else(Stdio::null, Stdio::from));
+                cmd.stderr(fds.stderr.map_or_else(Stdio::null, Stdio::from));
+                None
             }
-            Err(Supervise::Io(e)) => return Err(io_err(e)),
-        };
-        if status.success() {
-            Ok(out)
-        } else {
-            let stderr = String::from_utf8_lossy(&err);
-            let message = match stderr.trim() {
-                "" => String::from_utf8_lossy(&out).trim().to_owned(),
-                s => s.to_owned(),
-            };
-            Err(Error::Failed {
-                command: command.to_owned(),
-                status,
-                message,
-            })
         }
     }
+}
+
+/// The result of a finished runsc call: its stdout on success, else its error message
+/// (stderr, or stdout when stderr is empty).
+fn outcome(command: &str, status: ExitStatus, out: Vec<u8>, err: &[u8]) -> Result<Vec<u8>, Error> {
+    if status.success() {
+        return Ok(out);
+    }
+    let stderr = String::from_utf8_lossy(err);
+    let message = match stderr.trim() {
+        "" => String::from_utf8_lossy(&out).trim().to_owned(),
+        s => s.to_owned(),
+    };
+    Err(Error::Failed {
+        command: command.to_owned(),
+        status,
+        message,
+    })
 }
 
 enum Supervise {
     TimedOut(Duration),
     Io(io::Error),
+}
+
+impl Supervise {
+    /// The error of runsc call `command`.
+    fn into_error(self, command: &str) -> Error {
+        match self {
+            Supervise::TimedOut(after) => Error::Timeout {
+                command: command.to_owned(),
+                timeout: after,
+            },
+            Supervise::Io(e) if e.kind() == io::ErrorKind::OutOfMemory => Error::OutputTooLarge {
+                command: command.to_owned(),
+                limit: OUTPUT_LIMIT,
+            },
+            Supervise::Io(source) => Error::Io {
+                command: command.to_owned(),
+                source,
+            },
+        }
+    }
 }
 
 /// Waits for the child and its captured I/O; kills it when the deadline passes or its

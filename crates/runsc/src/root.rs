@@ -81,23 +81,14 @@ impl Runsc {
         }
     }
 
-    /// Removes the root directory if runsc has no container left in it (stale lock files of
-    /// containers without a state file are removed first). Returns whether it is gone.
+    /// Removes the root directory if it is empty: runsc has no container left in it. Lock
+    /// files are not removed here, not even those without a state file: runsc creates a
+    /// container's lock before its state file, so such a lock may be a sibling's being created
+    /// right now. The caller removes the lock of the container it deleted first, by its exact
+    /// name ([`Runsc::remove_stale_lock`]). Returns whether the root is gone.
     pub fn remove_root_if_unused(&self) -> bool {
         let root = &self.opts().root;
-        let Ok(entries) = std::fs::read_dir(root) else {
-            return !root.exists();
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(base) = name.strip_suffix(LOCK_SUFFIX)
-                && !root.join(format!("{base}{STATE_SUFFIX}")).exists()
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        std::fs::remove_dir(root).is_ok()
+        std::fs::remove_dir(root).is_ok() || !root.exists()
     }
 
     /// Host pid of the gofer of container `id` in sandbox `sandbox_id`, from runsc's state
@@ -166,17 +157,43 @@ mod tests {
         let r = runsc(&root);
         touch(&root, "a_sandbox:sb.state");
         touch(&root, "a_sandbox:sb.lock");
-        touch(&root, "b_sandbox:sb.lock");
         assert!(!r.remove_root_if_unused());
+        r.remove_stale_lock("a", "sb");
         assert!(root.join("a_sandbox:sb.lock").exists(), "a live lock stays");
-        assert!(
-            !root.join("b_sandbox:sb.lock").exists(),
-            "a stale lock goes"
-        );
         std::fs::remove_file(root.join("a_sandbox:sb.state")).unwrap();
+        r.remove_stale_lock("a", "sb");
+        assert!(
+            !root.join("a_sandbox:sb.lock").exists(),
+            "its stale lock goes"
+        );
         assert!(r.remove_root_if_unused());
         assert!(!root.exists());
         assert!(r.remove_root_if_unused(), "already gone");
+    }
+
+    /// runsc creates a container's lock before its state file: a lock without a state file may
+    /// be a sibling's being created. Deleting `a` removes `a`'s lock only, by its exact name.
+    #[test]
+    fn only_the_deleted_containers_lock_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sb");
+        std::fs::create_dir(&root).unwrap();
+        let r = runsc(&root);
+        touch(&root, "a_sandbox:sb.lock");
+        touch(&root, "ab_sandbox:sb.lock");
+        touch(&root, "b_sandbox:sb.lock");
+        r.remove_stale_lock("a", "sb");
+        assert!(!r.remove_root_if_unused(), "b and ab are being created");
+        assert!(!root.join("a_sandbox:sb.lock").exists());
+        assert!(
+            root.join("ab_sandbox:sb.lock").exists(),
+            "not a prefix match"
+        );
+        assert!(
+            root.join("b_sandbox:sb.lock").exists(),
+            "a sibling's lock stays"
+        );
+        assert!(root.is_dir());
     }
 
     #[test]

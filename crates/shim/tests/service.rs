@@ -193,6 +193,20 @@ impl Fixture {
         }
     }
 
+    /// A request for a container of CRI pod `pod` (`kind`: "sandbox" or "container").
+    fn pod_request(&self, id: &str, kind: &str) -> CreateRequest {
+        let req = self.request(id);
+        let config = req.bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        spec["annotations"] = serde_json::json!({
+            "io.kubernetes.cri.container-type": kind,
+            "io.kubernetes.cri.sandbox-id": "pod",
+        });
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+        req
+    }
+
     fn touch(&self, name: &str, content: &str) {
         std::fs::create_dir_all(self.runsc_root()).unwrap();
         std::fs::write(self.runsc_root().join(name), content).unwrap();
@@ -321,15 +335,17 @@ async fn exec_lifecycle_and_pids() {
     let f = Fixture::new();
     f.svc.create(f.request("e1")).await.unwrap();
     f.svc.start("e1", "").await.unwrap();
-    let spec = |args: &str| {
-        format!(r#"{{"user":{{"uid":0,"gid":0}},"args":[{args}],"cwd":"/"}}"#).into_bytes()
-    };
-    let req = |exec_id: &str, args: &str| ExecRequest {
-        id: "e1".into(),
-        exec_id: exec_id.into(),
-        stdio: StdioConfig::default(),
-        spec: spec(args),
-    };
+    exec_refusals_then_exit(&f).await;
+    exec_pids_and_stats(&f).await;
+    f.svc.kill("e1", "", 9, true).await.unwrap();
+    f.svc.wait("e1", "").await.unwrap();
+    f.svc.delete("e1", "").await.unwrap();
+    assert_exec_events(&f);
+}
+
+/// Exec `x1` of task `e1`: bad requests are refused, then it runs and exits with 5.
+async fn exec_refusals_then_exit(f: &Fixture) {
+    let req = |exec_id: &str, args: &str| exec_req("e1", exec_id, args, false);
     f.svc.exec(req("x1", r#""exit5""#)).await.unwrap();
     let err = f.svc.exec(req("x1", r#""sh""#)).await.unwrap_err();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
@@ -354,8 +370,14 @@ async fn exec_lifecycle_and_pids() {
     assert_eq!(exit.status, 5);
     let d = f.svc.delete("e1", "x1").await.unwrap();
     assert_eq!(d.exit_status, 5);
+}
 
-    f.svc.exec(req("x2", r#""sleep""#)).await.unwrap();
+/// A running exec `x2` of task `e1` is listed in Pids, counted in Stats, and cannot be deleted.
+async fn exec_pids_and_stats(f: &Fixture) {
+    f.svc
+        .exec(exec_req("e1", "x2", r#""sleep""#, false))
+        .await
+        .unwrap();
     f.svc.start("e1", "x2").await.unwrap();
     let pids = f.svc.pids("e1").await.unwrap();
     // The fake lists pid 1 and every exec it ever started (x1's is gone from the shim).
@@ -369,10 +391,10 @@ async fn exec_lifecycle_and_pids() {
     ));
     let stats = f.svc.stats("e1").await.unwrap();
     assert_eq!(stats.pids.current, 2);
+}
 
-    f.svc.kill("e1", "", 9, true).await.unwrap();
-    f.svc.wait("e1", "").await.unwrap();
-    f.svc.delete("e1", "").await.unwrap();
+/// The events of task `e1` with its two execs, in order.
+fn assert_exec_events(f: &Fixture) {
     let t = f.events.topics("e1");
     assert_eq!(
         t,
@@ -557,24 +579,102 @@ async fn garbage_output_is_an_error() {
 #[tokio::test]
 async fn bad_requests_name_the_problem() {
     let f = Fixture::new();
+    bad_ids_and_namespace(&f).await;
+    bad_cgroups_path_and_shim_owned_flag(&f).await;
+    bad_bundles(&f).await;
+    bad_configs(&f).await;
+    // Terminal mismatch between the request and the spec.
+    let mut req = f.request("tty");
+    req.stdio.terminal = true;
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(err.contains("terminal"), "{err}");
+    // Duplicate id.
+    f.svc.create(f.request("dup")).await.unwrap();
+    assert!(matches!(
+        f.svc.create(f.request("dup")).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    f.svc.delete("dup", "").await.unwrap();
+    assert_eq!(f.svc.task_count(), 0);
+    // Unknown task.
+    assert!(matches!(
+        f.svc.start("nope", "").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(f.svc.state("dup", "x"), Err(Error::NotFound(_))));
+}
+
+/// `path` with `.` and `..` resolved without the file system (as `Path::join` then a
+/// directory walk would reach it).
+fn lexical(path: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A request for `id` with runsc options from `toml` (written to `<tmp>/<name>`).
+fn request_with_config(f: &Fixture, id: &str, name: &str, toml: &str) -> (CreateRequest, PathBuf) {
+    let path = f.dir.path().join(name);
+    std::fs::write(&path, toml).unwrap();
+    let mut req = f.request(id);
+    req.options = Some(runsc_shim::config::RuntimeOptions {
+        config_path: path.display().to_string(),
+        ..Default::default()
+    });
+    (req, path)
+}
+
+/// Task ids that are no ids, and a namespace that is none: refused before any path is made.
+async fn bad_ids_and_namespace(f: &Fixture) {
     for id in ["", "a/b", "..", &"x".repeat(1000), "a\0b"] {
         let mut req = f.request("ok");
         req.id = id.to_owned();
         let err = f.svc.create(req).await.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{id:?}: {err:?}");
     }
-    // A namespace that is no id names paths below the runsc root: refused before any.
+    // A root two levels down in the test's directory, so that `<root>/../../etc`, where the
+    // namespace would lead, is in it too.
+    let root = f.dir.path().join("a/b/root");
+    let escaped = lexical(&root.join("../../etc"));
+    assert!(escaped.starts_with(f.dir.path()), "{}", escaped.display());
+    // Should the namespace get through, the fake runsc (whose control files are in the
+    // directory above its --root) fails the create at once rather than leave a "sandbox".
+    std::fs::create_dir_all(&escaped).unwrap();
+    std::fs::write(escaped.join("fail-create"), "unexpected create").unwrap();
+    let made = escaped.join("nsok");
+    let (req, _) = request_with_config(
+        f,
+        "nsok",
+        "deep-root.toml",
+        &format!(
+            "binary_name = \"{}\"\nroot = \"{}\"\n",
+            f.dir.path().join("runsc").display(),
+            root.display()
+        ),
+    );
     let bad_ns = Service::new(
         "../../etc",
         reaper(),
         Arc::new(ReaperSpawner(reaper())),
         f.events.clone(),
     );
-    let err = bad_ns.create(f.request("nsok")).await.unwrap_err();
+    let err = bad_ns.create(req).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     assert!(err.to_string().contains("invalid namespace"), "{err}");
-    assert!(!f.dir.path().join("root/etc").exists());
-    // A systemd cgroups path that is no systemd path, and a runsc flag the shim owns.
+    assert!(!made.exists(), "{} was made", made.display());
+    assert!(!root.exists(), "{} was made", root.display());
+}
+
+/// A systemd cgroups path that is no systemd path, and a runsc flag the shim owns.
+async fn bad_cgroups_path_and_shim_owned_flag(f: &Fixture) {
     let req = f.request("badcg");
     let config = req.bundle.join("config.json");
     let mut spec: serde_json::Value =
@@ -587,16 +687,37 @@ async fn bad_requests_name_the_problem() {
         "{err}"
     );
     assert!(!f.runsc_root().join("badcg").exists(), "no runsc root made");
-    // Missing config.json.
+    // `[runsc_config] root` would take the sandboxes' state away from the shim.
+    let elsewhere = f.dir.path().join("elsewhere");
+    let (req, _) = request_with_config(
+        f,
+        "owned",
+        "owned.toml",
+        &format!(
+            "binary_name = \"{}\"\nroot = \"{}\"\n[runsc_config]\nroot = \"{}\"\n",
+            f.dir.path().join("runsc").display(),
+            f.dir.path().join("root").display(),
+            elsewhere.display()
+        ),
+    );
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(
+        err.contains("runsc_config.root") && err.contains("cannot be set"),
+        "{err}"
+    );
+    assert!(!elsewhere.exists());
+    assert!(!f.runsc_root().join("owned").exists(), "no runsc root made");
+}
+
+/// Bundles without a config.json, with a malformed one, without a rootfs or the program.
+async fn bad_bundles(f: &Fixture) {
     let mut req = f.request("nocfg");
     std::fs::remove_file(req.bundle.join("config.json")).unwrap();
     let err = f.svc.create(req.clone()).await.unwrap_err().to_string();
     assert!(err.contains("config.json"), "{err}");
-    // Malformed config.json.
     std::fs::write(req.bundle.join("config.json"), "{").unwrap();
     let err = f.svc.create(req.clone()).await.unwrap_err().to_string();
     assert!(err.starts_with("invalid OCI spec"), "{err}");
-    // Missing rootfs.
     req = f.request("noroot");
     std::fs::remove_dir_all(req.bundle.join("rootfs")).unwrap();
     let err = f.svc.create(req.clone()).await.unwrap_err().to_string();
@@ -624,50 +745,25 @@ async fn bad_requests_name_the_problem() {
         !req.bundle.join("state.json").exists(),
         "nothing left behind"
     );
-    // Malformed TOML (malformed options are the binary's to decode: crates/containerd-shim-runsc-v1/src/options.rs).
-    let bad_toml = f.dir.path().join("bad.toml");
-    std::fs::write(&bad_toml, "root = 5\n").unwrap();
-    let mut req = f.request("badtoml");
-    let opts = runsc_shim::config::RuntimeOptions {
-        config_path: bad_toml.display().to_string(),
-        ..Default::default()
-    };
-    req.options = Some(opts);
+}
+
+/// Malformed TOML (malformed options are the binary's to decode:
+/// crates/containerd-shim-runsc-v1/src/options.rs) and a binary_name that does not exist.
+async fn bad_configs(f: &Fixture) {
+    let (req, bad_toml) = request_with_config(f, "badtoml", "bad.toml", "root = 5\n");
     let err = f.svc.create(req).await.unwrap_err().to_string();
     assert!(
         err.contains(&bad_toml.display().to_string()) && err.contains("`root` must be a string"),
         "{err}"
     );
-    // binary_name that does not exist.
-    let missing = f.dir.path().join("missing.toml");
-    std::fs::write(&missing, "binary_name = \"/nonexistent/runsc\"\n").unwrap();
-    let mut req = f.request("nobin");
-    let opts = runsc_shim::config::RuntimeOptions {
-        config_path: missing.display().to_string(),
-        ..Default::default()
-    };
-    req.options = Some(opts);
+    let (req, _) = request_with_config(
+        f,
+        "nobin",
+        "missing.toml",
+        "binary_name = \"/nonexistent/runsc\"\n",
+    );
     let err = f.svc.create(req).await.unwrap_err().to_string();
     assert!(err.contains("/nonexistent/runsc"), "{err}");
-    // Terminal mismatch between the request and the spec.
-    let mut req = f.request("tty");
-    req.stdio.terminal = true;
-    let err = f.svc.create(req).await.unwrap_err().to_string();
-    assert!(err.contains("terminal"), "{err}");
-    // Duplicate id.
-    f.svc.create(f.request("dup")).await.unwrap();
-    assert!(matches!(
-        f.svc.create(f.request("dup")).await,
-        Err(Error::AlreadyExists(_))
-    ));
-    f.svc.delete("dup", "").await.unwrap();
-    assert_eq!(f.svc.task_count(), 0);
-    // Unknown task.
-    assert!(matches!(
-        f.svc.start("nope", "").await,
-        Err(Error::NotFound(_))
-    ));
-    assert!(matches!(f.svc.state("dup", "x"), Err(Error::NotFound(_))));
 }
 
 /// An unwritable runsc root is named in the error.
@@ -957,7 +1053,12 @@ async fn create_delete_cycles_leak_nothing() {
     for i in 5..cycles {
         run(i).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Descriptors of the last cycle may still be closing on the runtime's threads: wait for
+    // the count to come down, up to a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open_fds() > fds + 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         open_fds() <= fds + 2,
         "descriptors grew from {fds} to {}",
@@ -1052,18 +1153,7 @@ async fn issue_12_ids_that_prefix_each_other() {
 #[tokio::test]
 async fn pod_container_ids_that_prefix_each_other_are_refused() {
     let f = Fixture::new();
-    let pod_req = |id: &str, kind: &str| {
-        let req = f.request(id);
-        let config = req.bundle.join("config.json");
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-        spec["annotations"] = serde_json::json!({
-            "io.kubernetes.cri.container-type": kind,
-            "io.kubernetes.cri.sandbox-id": "pod",
-        });
-        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
-        req
-    };
+    let pod_req = |id: &str, kind: &str| f.pod_request(id, kind);
     f.svc.create(pod_req("pod", "sandbox")).await.unwrap();
     f.svc.start("pod", "").await.unwrap();
     f.svc.create(pod_req("app", "container")).await.unwrap();
@@ -1148,4 +1238,139 @@ async fn issue_12_close_io_does_not_wait_for_a_drain() {
     f.svc.kill("d1", "", 9, false).await.unwrap();
     f.svc.wait("d1", "").await.unwrap();
     f.svc.delete("d1", "").await.unwrap();
+}
+
+/// Issue 12, item 1, in a root shared by several containers (a pod's, or a namespace's root
+/// from an earlier version of this shim): runsc resolves `we` to `web2` there once `we` is
+/// gone. containerd's cleanup (the `delete` subcommand) must not run `runsc delete` for `we`,
+/// and must leave `web2` and the lock of a sibling being created alone.
+#[tokio::test]
+async fn cleanup_in_a_shared_root_spares_a_neighbour_whose_id_we_prefixes() {
+    let f = Fixture::new();
+    let shared = f.runsc_root();
+    f.touch("web2_sandbox:web2.state", "{}");
+    f.touch("web2_sandbox:web2.lock", "");
+    // runsc writes a container's lock before its state file: web3 is being created.
+    f.touch("web3_sandbox:web3.lock", "");
+    // What runsc 20221219 leaves of `we` after its sandbox was killed from outside.
+    f.touch("we_sandbox:we.lock", "");
+    let bundle = f.bundle("we", false);
+    runsc_shim::persist::PersistedState {
+        rootfs: None,
+        binary: f.dir.path().join("runsc").display().to_string(),
+        runsc_root: shared.clone(),
+        runsc_flags: Default::default(),
+        sandbox_id: "we".into(),
+    }
+    .save(&bundle)
+    .unwrap();
+    let spawner: Arc<dyn runsc::Spawner> = Arc::new(ReaperSpawner(reaper()));
+    let cleaned = runsc_shim::persist::cleanup(&bundle, "we", spawner)
+        .await
+        .unwrap();
+    assert_eq!(cleaned.exit_status, 137);
+    // The fake logs its calls in the directory above its --root.
+    let calls = std::fs::read_to_string(f.dir.path().join("root/calls")).unwrap_or_default();
+    assert!(
+        !calls.lines().any(|c| c.starts_with("delete")),
+        "runsc delete was run: {calls:?}"
+    );
+    for kept in [
+        "web2_sandbox:web2.state",
+        "web2_sandbox:web2.lock",
+        "web3_sandbox:web3.lock",
+    ] {
+        assert!(shared.join(kept).exists(), "{kept} was removed");
+    }
+    assert!(
+        !shared.join("we_sandbox:we.lock").exists(),
+        "we's own stale lock goes"
+    );
+}
+
+/// The same on the service's delete path: runsc lost `we` (its sandbox was killed from
+/// outside) while its pod's root holds a `web2` (made beside the shim, which itself refuses
+/// such a pair in one pod). Deleting the task `we` does not run `runsc delete we`.
+#[tokio::test]
+async fn delete_of_a_container_runsc_lost_spares_a_neighbour_whose_id_it_prefixes() {
+    let f = Fixture::new();
+    f.svc.create(f.pod_request("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    f.svc
+        .create(f.pod_request("we", "container"))
+        .await
+        .unwrap();
+    let root = f.runsc_root().join("pod");
+    std::fs::remove_file(root.join("we_sandbox:pod.state")).unwrap();
+    std::fs::write(root.join("web2_sandbox:pod.state"), "{}").unwrap();
+    f.svc.delete("we", "").await.unwrap();
+    assert!(
+        !f.calls().iter().any(|c| c == "delete we"),
+        "runsc delete was run: {:?}",
+        f.calls()
+    );
+    assert!(
+        root.join("web2_sandbox:pod.state").exists(),
+        "web2 was deleted"
+    );
+    std::fs::remove_file(root.join("web2_sandbox:pod.state")).unwrap();
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
+}
+
+/// Two creates of ids that prefix each other in one pod, at the same time: runsc has a state
+/// file for neither while both run `runsc create`, so the in-flight creates are checked too,
+/// under the same lock. One is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pod_creates_of_ids_that_prefix_each_other() {
+    let f = Arc::new(Fixture::new());
+    f.svc.create(f.pod_request("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    // The fake's `runsc create` waits while this file exists, before writing its state file.
+    f.touch("hold-create", "");
+    let spawn = |id: &'static str| {
+        let f = f.clone();
+        tokio::spawn(async move { f.svc.create(f.pod_request(id, "container")).await })
+    };
+    let (app, ap) = (spawn("app"), spawn("ap"));
+    // Release runsc once one create was refused, or once both reached `runsc create` (as both
+    // do without the in-flight check).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let in_runsc = f
+            .calls()
+            .iter()
+            .filter(|c| *c == "create app" || *c == "create ap")
+            .count();
+        if app.is_finished() || ap.is_finished() || in_runsc == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither create was refused nor reached runsc"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(f.runsc_root().join("hold-create")).unwrap();
+    let results = [("app", app.await.unwrap()), ("ap", ap.await.unwrap())];
+    let refused: Vec<&Error> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert!(
+        matches!(refused[0], Error::InvalidArgument(_))
+            && refused[0].to_string().contains("prefix"),
+        "{:?}",
+        refused[0]
+    );
+    for (id, r) in &results {
+        if r.is_ok() {
+            f.svc.delete(id, "").await.unwrap();
+        }
+    }
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
 }

@@ -96,8 +96,17 @@ async fn fifo_output_is_drained_at_exit_despite_other_holders() {
     nix::unistd::write(&stdout_w, b"to stdout\n").unwrap();
     nix::unistd::write(&stderr_w, b"to stderr\n").unwrap();
     drop((stdout_w, stderr_w));
-    // Give the copies a moment, then write more that only the drain can pick up.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The copy delivered the first write (read it back), then more is written that only the
+    // drain picks up after the exit.
+    let mut first = [0u8; 10];
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(&mut out_reader, &mut first),
+    )
+    .await
+    .expect("the copy delivers output while the process runs")
+    .unwrap();
+    assert_eq!(&first, b"to stdout\n");
     nix::unistd::write(&gofer_copy, b"last words\n").unwrap();
     tokio::time::timeout(Duration::from_secs(5), io.drain().wait())
         .await
@@ -106,7 +115,7 @@ async fn fifo_output_is_drained_at_exit_despite_other_holders() {
     tokio::io::AsyncReadExt::read_to_end(&mut out_reader, &mut got)
         .await
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), "to stdout\nlast words\n");
+    assert_eq!(String::from_utf8_lossy(&got), "last words\n");
     let mut got = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut err_reader, &mut got)
         .await
@@ -147,6 +156,10 @@ async fn stdin_eof_needs_close_io() {
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     )
     .unwrap();
+    // Not synchronisation: this asserts an absence. The client's end is already closed, so
+    // without the keep-alive writer the read below would see EOF at once; the short wait only
+    // gives a wrongly scheduled close of the keep-alive writer a chance to show up. With
+    // correct code the outcome is the same with or without it.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut b = [0u8; 1];
     assert_eq!(

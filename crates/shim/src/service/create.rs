@@ -172,12 +172,13 @@ impl Service {
         {
             let table = inner.table();
             let mut creating = inner.creating();
-            if table.contains_key(&req.id) || !creating.insert(req.id.clone()) {
+            if table.contains_key(&req.id) || creating.contains_key(&req.id) {
                 return Err(Error::AlreadyExists(format!(
                     "task {:?} already exists",
                     req.id
                 )));
             }
+            creating.insert(req.id.clone(), None);
         }
         let mut undo = Undo::default();
         // Boxed: the create future is large and callers keep it on their stack.
@@ -347,22 +348,43 @@ impl Inner {
         if made_root {
             undo.sandbox_root = Some(runsc.clone());
         }
-        let conflicts = runsc.prefix_conflicts(&req.id);
-        if !conflicts.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "cannot create task {} in pod sandbox {sandbox_id}: runsc resolves container \
-                 ids by prefix and could not tell it from {conflicts:?} in the same sandbox",
-                req.id
-            )));
-        }
-        if runsc.has_container(&req.id, sandbox_id) {
-            return Err(Error::AlreadyExists(format!(
-                "runsc already has a container {} in {}",
-                req.id,
-                runsc.opts().root.display()
-            )));
-        }
+        self.claim_id_in_root(&req.id, sandbox_id, &runsc)?;
         Ok(runsc)
+    }
+
+    /// Refuses an id runsc could not tell from another container's in the same root, and
+    /// records the root of this create. Under the `creating` lock, so that concurrent creates
+    /// of `ap` and `app` in one pod see each other before runsc has a state file for either.
+    fn claim_id_in_root(&self, id: &str, sandbox_id: &str, runsc: &Runsc) -> Result<()> {
+        let root = &runsc.opts().root;
+        let mut creating = self.creating();
+        let mut conflicts = runsc.prefix_conflicts(id);
+        conflicts.extend(
+            creating
+                .iter()
+                .filter(|(other, other_root)| {
+                    other.as_str() != id
+                        && other_root.as_ref() == Some(root)
+                        && (other.starts_with(id) || id.starts_with(other.as_str()))
+                })
+                .map(|(other, _)| other.clone()),
+        );
+        if !conflicts.is_empty() {
+            conflicts.sort();
+            conflicts.dedup();
+            return Err(Error::InvalidArgument(format!(
+                "cannot create task {id} in pod sandbox {sandbox_id}: runsc resolves container \
+                 ids by prefix and could not tell it from {conflicts:?} in the same sandbox"
+            )));
+        }
+        if runsc.has_container(id, sandbox_id) {
+            return Err(Error::AlreadyExists(format!(
+                "runsc already has a container {id} in {}",
+                root.display()
+            )));
+        }
+        creating.insert(id.to_owned(), Some(root.clone()));
+        Ok(())
     }
 
     /// Opens the stdio and runs `runsc create`; returns the sandbox pid. The io and the

@@ -62,6 +62,30 @@ impl Service {
     }
 }
 
+/// The files `runsc exec` reads and writes, in the bundle.
+struct ExecFiles<'a> {
+    /// The process spec.
+    spec: &'a std::path::Path,
+    /// The host pid runsc writes.
+    pid: &'a std::path::Path,
+    /// The pid inside the sandbox runsc writes.
+    internal_pid: &'a std::path::Path,
+}
+
+/// Writes the process spec of an exec, readable by root only.
+fn write_exec_spec(path: &std::path::Path, spec: &serde_json::Value) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .context(|| format!("write {}", path.display()))?;
+    serde_json::to_writer(&mut f, spec)
+        .map_err(|e| Error::io(format!("write {}", path.display()), e.into()))
+}
+
 impl Inner {
     pub(super) async fn start_exec(
         self: &Arc<Self>,
@@ -86,38 +110,29 @@ impl Inner {
             Error::FailedPrecondition(format!("exec {exec_id} has no process spec"))
         })?;
         let (spec_file, pid_file, ipid_file) = exec_files(&c.bundle, exec_id);
-        let result = self
-            .run_exec(c, &p, exec_id, &spec, &spec_file, &pid_file, &ipid_file)
-            .await;
+        let files = ExecFiles {
+            spec: &spec_file,
+            pid: &pid_file,
+            internal_pid: &ipid_file,
+        };
+        let result = self.run_exec(c, &p, exec_id, &spec, &files).await;
         for f in [&spec_file, &pid_file, &ipid_file] {
             let _ = std::fs::remove_file(f);
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments, reason = "private helper of start_exec")]
+    /// Runs exec `p` with `runsc exec` and records it running; its exit is watched from then
+    /// on. On failure nothing of it is left running or open.
     async fn run_exec(
         self: &Arc<Self>,
         c: &Arc<Container>,
         p: &Arc<Process>,
         exec_id: &str,
         spec: &serde_json::Value,
-        spec_file: &std::path::Path,
-        pid_file: &std::path::Path,
-        ipid_file: &std::path::Path,
+        files: &ExecFiles<'_>,
     ) -> Result<u32> {
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(spec_file)
-                .context(|| format!("write {}", spec_file.display()))?;
-            serde_json::to_writer(&mut f, spec)
-                .map_err(|e| Error::io(format!("write {}", spec_file.display()), e.into()))?;
-        }
+        write_exec_spec(files.spec, spec)?;
         let owner = IoOwner {
             namespace: &self.namespace,
             id: exec_id,
@@ -130,24 +145,12 @@ impl Inner {
         } else {
             None
         };
-        let opts = ExecOpts {
-            process: spec_file.to_path_buf(),
-            pid_file: pid_file.to_path_buf(),
-            internal_pid_file: ipid_file.to_path_buf(),
-            console_socket: console_socket.as_ref().map(|s| s.path().to_path_buf()),
-        };
         let since = Instant::now();
-        let run = c.runsc.exec(&c.id, &opts, io.take_process_side()).await;
-        if let Err(e) = run {
-            io.close().wait().await;
-            return Err(Error::runsc(
-                format!("start exec {exec_id} in task {}", c.id),
-                e,
-            ));
-        }
-        let pids = read_pid(pid_file).and_then(|pid| Ok((pid, read_pid(ipid_file)?)));
-        let (pid, internal) = match pids {
-            Ok(p) => p,
+        let started = self
+            .runsc_exec(c, exec_id, files, console_socket.as_ref(), &mut io)
+            .await;
+        let (pid, internal) = match started {
+            Ok(pids) => pids,
             Err(e) => {
                 io.close().wait().await;
                 return Err(e);
@@ -155,25 +158,14 @@ impl Inner {
         };
         // From here the process runs: its exit must be recorded whatever else fails.
         let exit = self.reaper.watch(pid, since);
-        if let Some(socket) = &console_socket {
-            match socket.receive(self.options.console_timeout).await {
-                Ok(console) => {
-                    p.set_console(console.clone());
-                    io.attach_console(console);
-                }
-                Err(e) => {
-                    // A terminal exec without its terminal is useless (and would hang its
-                    // client): end it and say why.
-                    let kill = runsc::KillOpts {
-                        all: false,
-                        pid: Some(internal),
-                    };
-                    let _ = c.runsc.kill(&c.id, libc::SIGKILL as u32, kill).await;
-                    let _ = exit.await;
-                    io.close().wait().await;
-                    return Err(e);
-                }
-            }
+        if let Some(socket) = &console_socket
+            && let Err(e) = self
+                .receive_exec_console(c, p, socket, &mut io, internal)
+                .await
+        {
+            let _ = exit.await;
+            io.close().wait().await;
+            return Err(e);
         }
         *p.io() = Some(io);
         {
@@ -189,6 +181,57 @@ impl Inner {
         });
         self.watch_exit(c.clone(), p.clone(), exit);
         Ok(pid as u32)
+    }
+
+    /// `runsc exec` with the process side of `io`; returns the exec's host pid and its pid
+    /// inside the sandbox.
+    async fn runsc_exec(
+        &self,
+        c: &Container,
+        exec_id: &str,
+        files: &ExecFiles<'_>,
+        console_socket: Option<&ConsoleSocket>,
+        io: &mut ProcessIo,
+    ) -> Result<(i32, i32)> {
+        let opts = ExecOpts {
+            process: files.spec.to_path_buf(),
+            pid_file: files.pid.to_path_buf(),
+            internal_pid_file: files.internal_pid.to_path_buf(),
+            console_socket: console_socket.map(|s| s.path().to_path_buf()),
+        };
+        c.runsc
+            .exec(&c.id, &opts, io.take_process_side())
+            .await
+            .map_err(|e| Error::runsc(format!("start exec {exec_id} in task {}", c.id), e))?;
+        Ok((read_pid(files.pid)?, read_pid(files.internal_pid)?))
+    }
+
+    /// Receives the terminal of exec `p` and attaches it. A terminal exec without its terminal
+    /// is useless (and would hang its client): it is killed (pid `internal` in the sandbox),
+    /// and the error says why.
+    async fn receive_exec_console(
+        &self,
+        c: &Container,
+        p: &Process,
+        socket: &ConsoleSocket,
+        io: &mut ProcessIo,
+        internal: i32,
+    ) -> Result<()> {
+        match socket.receive(self.options.console_timeout).await {
+            Ok(console) => {
+                p.set_console(console.clone());
+                io.attach_console(console);
+                Ok(())
+            }
+            Err(e) => {
+                let kill = runsc::KillOpts {
+                    all: false,
+                    pid: Some(internal),
+                };
+                let _ = c.runsc.kill(&c.id, libc::SIGKILL as u32, kill).await;
+                Err(e)
+            }
+        }
     }
 
     pub(super) async fn delete_exec(&self, c: &Container, exec_id: &str) -> Result<Deleted> {

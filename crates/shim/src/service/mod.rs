@@ -10,7 +10,7 @@ mod exec;
 mod lifecycle;
 mod query;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -73,8 +73,10 @@ struct Inner {
     spawner: Arc<dyn runsc::Spawner>,
     events: Arc<dyn EventSink>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    /// Ids being created (not yet in `containers`), so a duplicate create fails at once.
-    creating: Mutex<HashSet<String>>,
+    /// Ids being created (not yet in `containers`), so a duplicate create fails at once, each
+    /// with its runsc root once known: runsc has no state file for it yet, and an id runsc
+    /// could not tell from it must be refused in that root all the same.
+    creating: Mutex<HashMap<String, Option<PathBuf>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -106,7 +108,7 @@ impl Service {
                 spawner,
                 events,
                 containers: Mutex::new(HashMap::new()),
-                creating: Mutex::new(HashSet::new()),
+                creating: Mutex::new(HashMap::new()),
                 shutdown: watch::channel(false).0,
             }),
         }
@@ -163,7 +165,7 @@ impl Inner {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn creating(&self) -> MutexGuard<'_, HashSet<String>> {
+    fn creating(&self) -> MutexGuard<'_, HashMap<String, Option<PathBuf>>> {
         self.creating.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -29,6 +29,8 @@ resolve() {
 case "$sub" in
 create)
   id="$last"
+  # Held by the test: a create in flight, runsc's state file not written yet.
+  while [ -f "$ctl/hold-create" ]; do sleep 0.02; done
   for a in "$@"; do case "$a" in --pid-file=*) pidfile="${a#--pid-file=}";; esac; done
   (
     while [ ! -f "$ctl/$id.started" ]; do sleep 0.02; done
