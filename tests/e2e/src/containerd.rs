@@ -102,58 +102,23 @@ impl Containerd {
         shim: &Path,
         cfg: &Config,
     ) -> Result<Containerd> {
-        if !build.available() {
-            bail!(
-                "containerd {} not found at {} (run scripts/fetch-runtimes.sh)",
-                build.name,
-                build.containerd.display()
-            );
-        }
-        if !shim.is_file() {
-            bail!(
-                "shim binary {} not found (cargo build first)",
-                shim.display()
-            );
-        }
+        check_binaries(build, shim)?;
         std::fs::create_dir_all(work)?;
-        let bin_dir = work.join("bin");
-        std::fs::create_dir_all(&bin_dir)?;
-        let link = bin_dir.join("containerd-shim-runsc-v1");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(shim, &link)?;
-        // The build's own runc shim, for comparisons.
-        if let Some(dir) = build.containerd.parent() {
-            let runc_shim = dir.join("containerd-shim-runc-v2");
-            let l = bin_dir.join("containerd-shim-runc-v2");
-            let _ = std::fs::remove_file(&l);
-            if runc_shim.is_file() {
-                std::os::unix::fs::symlink(&runc_shim, &l)?;
-            }
-        }
-        let w = work.display();
-        let disabled = r#"disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]"#;
-        // Config version 2 for containerd 1.x, 3 for 2.x (what each writes by default).
-        let version = if build.major() >= 2 { 3 } else { 2 };
-        let config = format!(
-            "version = {version}\nroot = \"{w}/root\"\nstate = \"{w}/state\"\n{disabled}\n\
-             [grpc]\n  address = \"{w}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{w}/containerd.sock.ttrpc\"\n\
-             [debug]\n  address = \"{w}/debug.sock\"\n  level = \"debug\"\n{}",
-            cfg.extra
-        );
+        let bin_dir = link_shims(build, work, shim)?;
         let config_file = match &cfg.config_file {
             Some(f) => f.clone(),
             None => {
-                std::fs::write(work.join("config.toml"), config)?;
-                work.join("config.toml")
+                let f = work.join("config.toml");
+                std::fs::write(&f, generated_config(build, work, &cfg.extra))?;
+                f
             }
         };
-        let log = std::fs::File::create(work.join("containerd.log"))?;
+        // A fresh log for this containerd (restarts append to it).
+        std::fs::File::create(work.join("containerd.log"))?;
         let path = format!(
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             bin_dir.display()
         );
-        drop(log);
         let mut c = Containerd {
             build: build.clone(),
             work: work.to_path_buf(),
@@ -163,19 +128,26 @@ impl Containerd {
             launch: (config_file, path, cfg.netns.clone()),
         };
         c.launch()?;
+        c.wait_up()?;
+        Ok(c)
+    }
+
+    /// Waits until the freshly launched daemon answers; stops it and fails if it never does.
+    fn wait_up(&mut self) -> Result<()> {
         // Seconds normally; much longer in an emulated guest on a loaded machine, where the
         // binary is read over 9p.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if c.ctr(&["version"])?.code == 0 {
-                return Ok(c);
+            if self.ctr(&["version"])?.code == 0 {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(work.join("containerd.log")).unwrap_or_default();
-                c.stop();
+                let log =
+                    std::fs::read_to_string(self.work.join("containerd.log")).unwrap_or_default();
+                self.stop();
                 bail!(
                     "containerd {} did not come up:\n{}",
-                    build.name,
+                    self.build.name,
                     tail(&log, 40)
                 );
             }
@@ -312,6 +284,57 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Fails with a hint when the containerd build or the shim binary is missing.
+fn check_binaries(build: &ContainerdBuild, shim: &Path) -> Result<()> {
+    if !build.available() {
+        bail!(
+            "containerd {} not found at {} (run scripts/fetch-runtimes.sh)",
+            build.name,
+            build.containerd.display()
+        );
+    }
+    if !shim.is_file() {
+        bail!(
+            "shim binary {} not found (cargo build first)",
+            shim.display()
+        );
+    }
+    Ok(())
+}
+
+/// `<work>/bin` holding `shim` as `containerd-shim-runsc-v1` and, for comparisons, the
+/// build's own runc shim.
+fn link_shims(build: &ContainerdBuild, work: &Path, shim: &Path) -> Result<PathBuf> {
+    let bin_dir = work.join("bin");
+    std::fs::create_dir_all(&bin_dir)?;
+    let link = bin_dir.join("containerd-shim-runsc-v1");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(shim, &link)?;
+    if let Some(dir) = build.containerd.parent() {
+        let runc_shim = dir.join("containerd-shim-runc-v2");
+        let l = bin_dir.join("containerd-shim-runc-v2");
+        let _ = std::fs::remove_file(&l);
+        if runc_shim.is_file() {
+            std::os::unix::fs::symlink(&runc_shim, &l)?;
+        }
+    }
+    Ok(bin_dir)
+}
+
+/// A private config for `build` in `work`, with `extra` appended.
+fn generated_config(build: &ContainerdBuild, work: &Path, extra: &str) -> String {
+    let w = work.display();
+    let disabled = r#"disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]"#;
+    // Config version 2 for containerd 1.x, 3 for 2.x (what each writes by default).
+    let version = if build.major() >= 2 { 3 } else { 2 };
+    format!(
+        "version = {version}\nroot = \"{w}/root\"\nstate = \"{w}/state\"\n{disabled}\n\
+         [grpc]\n  address = \"{w}/containerd.sock\"\n\
+         [ttrpc]\n  address = \"{w}/containerd.sock.ttrpc\"\n\
+         [debug]\n  address = \"{w}/debug.sock\"\n  level = \"debug\"\n{extra}"
+    )
 }
 
 /// Last `n` lines of `s`.

@@ -17,7 +17,7 @@ use e2e::cri::{self, ContainerState};
 use e2e::leftovers;
 use e2e::pods::{HANDLER, IMAGE, PodEnv, SANDBOXER_HANDLER};
 use e2e::runner::{self, Runner, eventually};
-use e2e::versions::{self, RunscBuild};
+use e2e::versions;
 
 fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -70,98 +70,6 @@ fn state(env: &mut PodEnv, id: &str) -> Result<(i32, i32)> {
 const EXITED: i32 = ContainerState::ContainerExited as i32;
 const RUNNING: i32 = ContainerState::ContainerRunning as i32;
 
-fn scenarios(r: &mut Runner, env: &mut PodEnv, p: &str, _rs: &RunscBuild) {
-    r.run(
-        &format!("{p}/two_container_pod_logs_exec_and_one_shim"),
-        || {
-            let log_dir = env.logs.join("pod1");
-            std::fs::create_dir_all(&log_dir)?;
-            let pod_cfg = cri::pod_config(
-                "pod1",
-                "uid-pod1",
-                &log_dir,
-                &format!("{}/podpod1", env.cgroup_base),
-            );
-            let pod = env.cri.run_pod(&pod_cfg, HANDLER)?;
-            let a = env.cri.start_container(
-                &pod,
-                &cri::container_config(
-                    "app-a",
-                    IMAGE,
-                    &[
-                        "sh",
-                        "-c",
-                        "echo hello-from-a; echo err-from-a >&2; exec sleep 100000",
-                    ],
-                ),
-                &pod_cfg,
-            )?;
-            let b = env.cri.start_container(
-                &pod,
-                &cri::container_config(
-                    "app-b",
-                    IMAGE,
-                    &["sh", "-c", "echo hello-from-b; exec sleep 100000"],
-                ),
-                &pod_cfg,
-            )?;
-            eventually("container logs", Duration::from_secs(20), || {
-                let la = read_log(&log_dir.join("app-a.log"));
-                let lb = read_log(&log_dir.join("app-b.log"));
-                Ok(la.contains("stdout F hello-from-a")
-                    && la.contains("stderr F err-from-a")
-                    && lb.contains("stdout F hello-from-b"))
-            })
-            .with_context(|| {
-                format!(
-                    "a: {:?} b: {:?}",
-                    read_log(&log_dir.join("app-a.log")),
-                    read_log(&log_dir.join("app-b.log"))
-                )
-            })?;
-            ensure!(
-                !read_log(&log_dir.join("app-b.log")).contains("from-a"),
-                "logs mixed"
-            );
-            for (id, name) in [(&a, "a"), (&b, "b")] {
-                let out = env.cri.exec_sync(
-                    id,
-                    &["sh", "-c", &format!("echo exec-in-{name}; exit 3")],
-                    10,
-                )?;
-                ensure!(out.exit_code == 3, "exit code {}", out.exit_code);
-                ensure!(
-                    String::from_utf8_lossy(&out.stdout) == format!("exec-in-{name}\n"),
-                    "{:?}",
-                    out
-                );
-            }
-            let dmesg = env.cri.exec_sync(&a, &["dmesg"], 10)?;
-            ensure!(
-                String::from_utf8_lossy(&dmesg.stdout).contains("Starting gVisor"),
-                "dmesg: {dmesg:?}"
-            );
-            let v = env.cri.exec_sync(&b, &["cat", "/proc/version"], 10)?;
-            ensure!(
-                String::from_utf8_lossy(&v.stdout).contains("Linux version 4.4.0"),
-                "{v:?}"
-            );
-            let shims = shims_for(env);
-            ensure!(
-                shims.len() == 1,
-                "expected one shim for the pod, found {}: {shims:?}",
-                shims.len()
-            );
-            env.cri.remove_pod(&pod)?;
-            eventually("shim exit", Duration::from_secs(10), || {
-                Ok(shims_for(env).is_empty())
-            })?;
-            Ok(())
-        },
-    );
-    more_scenarios(r, env, p);
-}
-
 fn main() -> ExitCode {
     let mut r = Runner::from_args();
     if !r.needs_root("cri") {
@@ -172,7 +80,7 @@ fn main() -> ExitCode {
     r.each_group(versions::matrix("cri"), |r, p, (cd, rs)| {
         let work = base.join(format!("cri{}-r{}", cd.name, rs.name));
         let mut env = PodEnv::start(&cd, &rs, &shim, &work, "")?;
-        scenarios(r, &mut env, p, &rs);
+        scenarios(r, &mut env, p);
         env.stop();
         r.run(&format!("{p}/nothing_left_behind"), || {
             let shims = leftovers::shims(&env.containerd.address());
@@ -191,408 +99,557 @@ fn main() -> ExitCode {
     r.finish()
 }
 
-fn more_scenarios(r: &mut Runner, env: &mut PodEnv, p: &str) {
-    if env.containerd.build.major() >= 2 {
-        r.run(
-            &format!("{p}/sandbox_api_refused_and_its_shim_exits"),
-            || sandbox_api_refused(env),
+/// A CRI scenario: the pod environment and the group name (`cri-<containerd>/runsc-<runsc>`).
+type Scenario = fn(&mut PodEnv, &str) -> Result<()>;
+
+/// Every scenario, in the order they run; `<group>/<name>` is what filters match.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    (
+        "two_container_pod_logs_exec_and_one_shim",
+        two_container_pod_logs_exec_and_one_shim,
+    ),
+    (
+        "sandbox_api_refused_and_its_shim_exits",
+        sandbox_api_refused,
+    ),
+    (
+        "exec_sync_streams_exit_code_and_timeout",
+        exec_sync_streams_exit_code_and_timeout,
+    ),
+    (
+        "streaming_exec_with_tty_like_kubectl_exec_it",
+        streaming_exec_with_tty_like_kubectl_exec_it,
+    ),
+    ("shared_process_namespace_pod", shared_process_namespace_pod),
+    (
+        "one_container_exits_3_the_other_keeps_running",
+        one_container_exits_3_the_other_keeps_running,
+    ),
+    (
+        "stop_container_escalates_to_sigkill",
+        stop_container_escalates_to_sigkill,
+    ),
+    (
+        "stats_per_container_and_update",
+        stats_per_container_and_update,
+    ),
+    (
+        "server_on_port_3001_reachable_from_the_host",
+        server_on_port_3001_reachable_from_the_host,
+    ),
+    ("oom_killed_reason", oom_killed_reason),
+    ("reopen_container_log", reopen_container_log),
+    (
+        "ten_pods_created_and_removed_leave_nothing",
+        ten_pods_created_and_removed_leave_nothing,
+    ),
+];
+
+fn scenarios(r: &mut Runner, env: &mut PodEnv, p: &str) {
+    for &(name, f) in SCENARIOS {
+        // The Sandbox API (`sandboxer = "shim"`) exists from containerd 2.0.
+        if name == "sandbox_api_refused_and_its_shim_exits" && env.containerd.build.major() < 2 {
+            continue;
+        }
+        r.run(&format!("{p}/{name}"), || f(env, p));
+    }
+}
+
+fn two_container_pod_logs_exec_and_one_shim(env: &mut PodEnv, _p: &str) -> Result<()> {
+    let log_dir = env.logs.join("pod1");
+    std::fs::create_dir_all(&log_dir)?;
+    let pod_cfg = cri::pod_config(
+        "pod1",
+        "uid-pod1",
+        &log_dir,
+        &format!("{}/podpod1", env.cgroup_base),
+    );
+    let pod = env.cri.run_pod(&pod_cfg, HANDLER)?;
+    let a = env.cri.start_container(
+        &pod,
+        &cri::container_config(
+            "app-a",
+            IMAGE,
+            &[
+                "sh",
+                "-c",
+                "echo hello-from-a; echo err-from-a >&2; exec sleep 100000",
+            ],
+        ),
+        &pod_cfg,
+    )?;
+    let b = env.cri.start_container(
+        &pod,
+        &cri::container_config(
+            "app-b",
+            IMAGE,
+            &["sh", "-c", "echo hello-from-b; exec sleep 100000"],
+        ),
+        &pod_cfg,
+    )?;
+    logs_kept_apart(&log_dir)?;
+    exec_in_each(env, &a, &b)?;
+    let shims = shims_for(env);
+    ensure!(
+        shims.len() == 1,
+        "expected one shim for the pod, found {}: {shims:?}",
+        shims.len()
+    );
+    env.cri.remove_pod(&pod)?;
+    eventually("shim exit", Duration::from_secs(10), || {
+        Ok(shims_for(env).is_empty())
+    })?;
+    Ok(())
+}
+
+/// Each container's CRI log holds its own output, streams tagged.
+fn logs_kept_apart(log_dir: &Path) -> Result<()> {
+    eventually("container logs", Duration::from_secs(20), || {
+        let la = read_log(&log_dir.join("app-a.log"));
+        let lb = read_log(&log_dir.join("app-b.log"));
+        Ok(la.contains("stdout F hello-from-a")
+            && la.contains("stderr F err-from-a")
+            && lb.contains("stdout F hello-from-b"))
+    })
+    .with_context(|| {
+        format!(
+            "a: {:?} b: {:?}",
+            read_log(&log_dir.join("app-a.log")),
+            read_log(&log_dir.join("app-b.log"))
+        )
+    })?;
+    ensure!(
+        !read_log(&log_dir.join("app-b.log")).contains("from-a"),
+        "logs mixed"
+    );
+    Ok(())
+}
+
+/// Execs in both containers of the pod: exit codes, output, and both under gVisor.
+fn exec_in_each(env: &mut PodEnv, a: &str, b: &str) -> Result<()> {
+    for (id, name) in [(a, "a"), (b, "b")] {
+        let out = env.cri.exec_sync(
+            id,
+            &["sh", "-c", &format!("echo exec-in-{name}; exit 3")],
+            10,
+        )?;
+        ensure!(out.exit_code == 3, "exit code {}", out.exit_code);
+        ensure!(
+            String::from_utf8_lossy(&out.stdout) == format!("exec-in-{name}\n"),
+            "{:?}",
+            out
         );
     }
-
-    r.run(
-        &format!("{p}/exec_sync_streams_exit_code_and_timeout"),
-        || {
-            reset(env);
-            let pod = new_pod(env, "execsync")?;
-            let c = container(env, &pod, "a", &["sleep", "100000"])?;
-            let out = env
-                .cri
-                .exec_sync(&c, &["sh", "-c", "echo out; echo err >&2; exit 2"], 10)?;
-            ensure!(out.exit_code == 2, "{out:?}");
-            ensure!(out.stdout == b"out\n" && out.stderr == b"err\n", "{out:?}");
-            let started = Instant::now();
-            let res = env.cri.exec_sync(&c, &["sleep", "30"], 1);
-            ensure!(
-                res.is_err() && started.elapsed() < Duration::from_secs(10),
-                "timeout: {res:?} after {:?}",
-                started.elapsed()
-            );
-            // The container is unharmed.
-            let out = env.cri.exec_sync(&c, &["echo", "still-here"], 10)?;
-            ensure!(out.stdout == b"still-here\n", "{out:?}");
-            env.cri.remove_pod(&pod.id)
-        },
+    let dmesg = env.cri.exec_sync(a, &["dmesg"], 10)?;
+    ensure!(
+        String::from_utf8_lossy(&dmesg.stdout).contains("Starting gVisor"),
+        "dmesg: {dmesg:?}"
     );
-
-    r.run(
-        &format!("{p}/streaming_exec_with_tty_like_kubectl_exec_it"),
-        || {
-            reset(env);
-            let pod = new_pod(env, "stream")?;
-            let c = container(env, &pod, "a", &["sleep", "100000"])?;
-            let url = env.cri.exec_url(&c, &["sh"], true, true)?;
-            let res = e2e::stream::exec(
-                &env.netns,
-                &url,
-                Some((100, 30)),
-                &[
-                    b"[ -t 0 ] && echo interactive-tty; stty size\r",
-                    b"exit 3\r",
-                ],
-                Duration::from_secs(30),
-            )?;
-            let text = String::from_utf8_lossy(&res.stdout);
-            ensure!(text.contains("interactive-tty"), "output: {text:?}");
-            // runsc 20221219 fails terminal ioctls of exec'd processes (see ctr.rs); later ones
-            // see the size sent on the resize channel.
-            ensure!(
-                p.ends_with("runsc-2022") || text.contains("30 100"),
-                "output: {text:?}"
-            );
-            ensure!(
-                res.status.contains("NonZeroExitCode") && res.status.contains("\"3\""),
-                "status: {}",
-                res.status
-            );
-            env.cri.remove_pod(&pod.id)
-        },
+    let v = env.cri.exec_sync(b, &["cat", "/proc/version"], 10)?;
+    ensure!(
+        String::from_utf8_lossy(&v.stdout).contains("Linux version 4.4.0"),
+        "{v:?}"
     );
+    Ok(())
+}
 
-    r.run(&format!("{p}/shared_process_namespace_pod"), || {
-        reset(env);
-        let log_dir = env.logs.join("shared");
-        std::fs::create_dir_all(&log_dir)?;
-        let cgroup = format!("{}/podshared", env.cgroup_base);
-        let cfg = cri::shared_pid_pod_config("shared", "uid-shared", &log_dir, &cgroup);
-        let id = env.cri.run_pod(&cfg, HANDLER)?;
-        let pod = Pod { id, cfg, log_dir };
-        let a = env.cri.start_container(
-            &pod.id,
-            &cri::shared_pid_container_config("a", IMAGE, &["sleep", "100000"]),
-            &pod.cfg,
-        )?;
-        let b = env.cri.start_container(
-            &pod.id,
-            &cri::shared_pid_container_config("b", IMAGE, &["sh", "-c", "sleep 1; exit 5"]),
-            &pod.cfg,
-        )?;
-        eventually("b to exit", Duration::from_secs(20), || {
-            Ok(state(env, &b)?.0 == EXITED)
-        })?;
-        ensure!(state(env, &b)? == (EXITED, 5), "{:?}", state(env, &b)?);
-        ensure!(state(env, &a)?.0 == RUNNING, "a: {:?}", state(env, &a)?);
-        env.cri.remove_pod(&pod.id)
-    });
-
-    r.run(
-        &format!("{p}/one_container_exits_3_the_other_keeps_running"),
-        || {
-            let pod = new_pod(env, "exit3")?;
-            let a = container(env, &pod, "stays", &["sleep", "100000"])?;
-            let b = container(env, &pod, "quits", &["sh", "-c", "echo bye; exit 3"])?;
-            eventually("quits to exit", Duration::from_secs(20), || {
-                Ok(state(env, &b)?.0 == EXITED)
-            })?;
-            ensure!(
-                state(env, &b)? == (EXITED, 3),
-                "quits: {:?}",
-                state(env, &b)?
-            );
-            ensure!(state(env, &a)?.0 == RUNNING, "stays: {:?}", state(env, &a)?);
-            let out = env.cri.exec_sync(&a, &["echo", "alive"], 10)?;
-            ensure!(String::from_utf8_lossy(&out.stdout) == "alive\n", "{out:?}");
-            // Replace the exited container (what a restartPolicy does): the pod lives on.
-            env.cri.remove_container(&b)?;
-            let b2 = env.cri.start_container(
-                &pod.id,
-                &cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata {
-                        name: "quits".into(),
-                        attempt: 1,
-                    }),
-                    ..cri::container_config("quits", IMAGE, &["sh", "-c", "exit 4"])
-                },
-                &pod.cfg,
-            )?;
-            eventually(
-                "restarted container to exit",
-                Duration::from_secs(20),
-                || Ok(state(env, &b2)?.0 == EXITED),
-            )?;
-            ensure!(state(env, &b2)? == (EXITED, 4), "{:?}", state(env, &b2)?);
-            ensure!(state(env, &a)?.0 == RUNNING, "stays died with the restart");
-            env.cri.remove_pod(&pod.id)
-        },
+fn exec_sync_streams_exit_code_and_timeout(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "execsync")?;
+    let c = container(env, &pod, "a", &["sleep", "100000"])?;
+    let out = env
+        .cri
+        .exec_sync(&c, &["sh", "-c", "echo out; echo err >&2; exit 2"], 10)?;
+    ensure!(out.exit_code == 2, "{out:?}");
+    ensure!(out.stdout == b"out\n" && out.stderr == b"err\n", "{out:?}");
+    let started = Instant::now();
+    let res = env.cri.exec_sync(&c, &["sleep", "30"], 1);
+    ensure!(
+        res.is_err() && started.elapsed() < Duration::from_secs(10),
+        "timeout: {res:?} after {:?}",
+        started.elapsed()
     );
+    // The container is unharmed.
+    let out = env.cri.exec_sync(&c, &["echo", "still-here"], 10)?;
+    ensure!(out.stdout == b"still-here\n", "{out:?}");
+    env.cri.remove_pod(&pod.id)
+}
 
-    r.run(&format!("{p}/stop_container_escalates_to_sigkill"), || {
-        reset(env);
-        let pod = new_pod(env, "grace")?;
-        let c = container(
-            env,
-            &pod,
-            "stubborn",
-            &[
-                "sh",
-                "-c",
-                "trap 'echo got-term' TERM; echo trap-set; while true; do sleep 1; done",
-            ],
-        )?;
-        let polite = container(env, &pod, "polite", &["sleep", "100000"])?;
-        // A running container may not have set its trap yet: SIGTERM only once it says so.
-        eventually("stubborn to set its trap", Duration::from_secs(10), || {
-            Ok(read_log(&pod.log_dir.join("stubborn.log")).contains("trap-set"))
-        })?;
-        let started = Instant::now();
-        env.cri.stop_container(&c, 2)?;
-        let took = started.elapsed();
-        // CRI may answer StopContainer a moment before it records the exit (runc too).
-        eventually("stubborn to be exited", Duration::from_secs(10), || {
-            Ok(state(env, &c)?.0 == EXITED)
-        })?;
-        ensure!(
-            took >= Duration::from_secs(2) && took < Duration::from_secs(10),
-            "stop took {took:?}"
-        );
-        ensure!(
-            state(env, &c)? == (EXITED, 137),
-            "{:?}",
-            env.cri.container_status(&c)?
-        );
-        let log = read_log(&pod.log_dir.join("stubborn.log"));
-        ensure!(log.contains("got-term"), "SIGTERM first: {log:?}");
-        let started = Instant::now();
-        env.cri.stop_container(&polite, 30)?;
-        ensure!(
-            started.elapsed() < Duration::from_secs(5),
-            "SIGTERM should end sleep at once"
-        );
-        eventually("polite to be exited", Duration::from_secs(10), || {
-            Ok(state(env, &polite)?.0 == EXITED)
-        })?;
-        ensure!(
-            state(env, &polite)? == (EXITED, 143),
-            "{:?}",
-            state(env, &polite)?
-        );
-        let started = Instant::now();
-        env.cri.remove_pod(&pod.id)?;
-        ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "pod removal took {:?}",
-            started.elapsed()
-        );
-        Ok(())
-    });
-
-    r.run(&format!("{p}/stats_per_container_and_update"), || {
-        reset(env);
-        let pod = new_pod(env, "stats")?;
-        let busy = container(
-            env,
-            &pod,
-            "busy",
-            &[
-                "sh",
-                "-c",
-                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 100000",
-            ],
-        )?;
-        let idle = container(
-            env,
-            &pod,
-            "idle",
-            &[
-                "sh",
-                "-c",
-                "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 100000",
-            ],
-        )?;
-        // gVisor counts a task's CPU time in whole scheduler ticks (linux.ClockTick, 10 ms:
-        // `TaskGoroutineSchedInfo` in pkg/sentry/kernel/task_sched.go), so a container that
-        // ran for a millisecond or two can truly show 0: only the busy one must show CPU
-        // time, each its own memory. Polled: the sandbox reports when it has sampled.
-        let mut last = (0, 0, 0, 0);
-        eventually("per-container stats", Duration::from_secs(30), || {
-            let mut sample = |id: &str| -> Result<(u64, u64)> {
-                let st = env.cri.container_stats(id)?;
-                let cpu = st
-                    .cpu
-                    .and_then(|c| c.usage_core_nano_seconds)
-                    .map_or(0, |v| v.value);
-                let mem = st
-                    .memory
-                    .and_then(|m| m.working_set_bytes)
-                    .map_or(0, |v| v.value);
-                Ok((cpu, mem))
-            };
-            let ((bc, bm), (ic, im)) = (sample(&busy)?, sample(&idle)?);
-            last = (bc, bm, ic, im);
-            Ok(bc > 0 && bm > 0 && im > 0)
-        })
-        .with_context(|| {
-            format!(
-                "busy cpu/mem {}/{}, idle cpu/mem {}/{}",
-                last.0, last.1, last.2, last.3
-            )
-        })?;
-        ensure!(
-            last.0 >= last.2,
-            "the busy container used less CPU than the idle one: {last:?}"
-        );
-        let err = env
-            .cri
-            .update_resources(
-                &busy,
-                cri::LinuxContainerResources {
-                    memory_limit_in_bytes: 256 << 20,
-                    ..Default::default()
-                },
-            )
-            .err()
-            .map(|e| format!("{e:#}"));
-        // Neither Debian runsc has `update`: a clear error naming the version.
-        ensure!(
-            err.as_deref()
-                .is_some_and(|e| e.contains("has no `update` command")),
-            "update: {err:?}"
-        );
-        env.cri.remove_pod(&pod.id)
-    });
-
-    r.run(&format!("{p}/server_on_port_3001_reachable_from_the_host"), || {
-        reset(env);
-        let pod = new_pod(env, "web")?;
-        container(
-            env,
-            &pod,
-            "mcp",
-            &["sh", "-c", "mkdir -p /www && echo mcp-ok > /www/index.html && exec httpd -f -p 3001 -h /www"],
-        )?;
-        let ip = env
-            .cri
-            .pod_status(&pod.id)?
-            .status
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .filter(|ip| !ip.is_empty())
-            .context("pod has no IP")?;
-        let mut last = String::new();
-        eventually("HTTP answer", Duration::from_secs(20), || {
-            // A plain HTTP/1.0 request with bash's /dev/tcp (the static busybox wget crashes
-            // in glibc's resolver on the host).
-            let script = format!(
-                "exec 3<>/dev/tcp/{ip}/3001 && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
-            );
-            let out = env.in_netns(&["bash", "-c", &script])?;
-            last = format!("{out:?}");
-            Ok(out.code == 0 && out.stdout.contains("mcp-ok"))
-        })
-        .with_context(|| {
-            let diag = env.in_netns(&["ip", "-o", "addr"]).map(|o| o.stdout).unwrap_or_default();
-            format!("{last}\nnetns addresses: {diag}")
-        })?;
-        env.cri.remove_pod(&pod.id)
-    });
-
-    r.run(&format!("{p}/oom_killed_reason"), || {
-        reset(env);
-        // The kubelet puts a pod's memory limit on the pod cgroup; the sandbox lives there.
-        let cg = format!("/sys/fs/cgroup/memory{}/podoom", env.cgroup_base);
-        std::fs::create_dir_all(&cg)?;
-        std::fs::write(
-            format!("{cg}/memory.limit_in_bytes"),
-            (192u64 << 20).to_string(),
-        )?;
-        let pod = new_pod(env, "oom")?;
-        let hog = container(
-            env,
-            &pod,
-            "hog",
-            &[
-                "sh",
-                "-c",
-                "sleep 1; dd if=/dev/zero of=/dev/null bs=600M count=1; sleep 100000",
-            ],
-        )?;
-        eventually("the hog to be killed", Duration::from_secs(60), || {
-            Ok(state(env, &hog)?.0 == EXITED)
-        })?;
-        let st = env.cri.container_status(&hog)?;
-        ensure!(
-            st.reason == "OOMKilled",
-            "reason {:?} exit code {}",
-            st.reason,
-            st.exit_code
-        );
-        ensure!(st.exit_code == 137, "exit code {}", st.exit_code);
-        env.cri.remove_pod(&pod.id)
-    });
-
-    r.run(&format!("{p}/reopen_container_log"), || {
-        reset(env);
-        let pod = new_pod(env, "logs")?;
-        let c = container(
-            env,
-            &pod,
-            "ticker",
-            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
-        )?;
-        let log = pod.log_dir.join("ticker.log");
-        eventually("first ticks", Duration::from_secs(20), || {
-            Ok(read_log(&log).contains("tick"))
-        })?;
-        std::fs::rename(&log, pod.log_dir.join("ticker.log.1"))?;
-        env.cri.reopen_log(&c)?;
-        eventually("ticks in the new file", Duration::from_secs(20), || {
-            Ok(read_log(&log).contains("stdout F tick"))
-        })?;
-        env.cri.remove_pod(&pod.id)
-    });
-
-    r.run(
-        &format!("{p}/ten_pods_created_and_removed_leave_nothing"),
-        || {
-            let before = shims_for(env).len();
-            for round in 0..2 {
-                let mut pods = Vec::new();
-                for i in 0..10 {
-                    let pod = new_pod(env, &format!("many{round}x{i}"))?;
-                    container(env, &pod, "a", &["sleep", "100000"])?;
-                    container(env, &pod, "b", &["sh", "-c", "echo hi; sleep 100000"])?;
-                    pods.push(pod);
-                }
-                let shims = shims_for(env).len() - before;
-                ensure!(shims == 10, "one shim per pod: {shims} shims for 10 pods");
-                for pod in &pods {
-                    env.cri.remove_pod(&pod.id)?;
-                }
-            }
-            eventually("shims to exit", Duration::from_secs(20), || {
-                Ok(shims_for(env).len() == before)
-            })?;
-            let runsc = leftovers::runsc_processes(&env.runsc_root);
-            ensure!(runsc.is_empty(), "runsc processes left: {runsc:?}");
-            let state = env.containerd.work.join("state");
-            let mounts = leftovers::mounts_under(&state);
-            ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
-            let netns = leftovers::dir_entries(&state.join("io.containerd.grpc.v1.cri/netns"));
-            ensure!(netns.is_empty(), "netns left: {netns:?}");
-            let sandboxes = leftovers::dir_entries(&env.runsc_root.join("k8s.io"));
-            ensure!(sandboxes.is_empty(), "runsc state left: {sandboxes:?}");
-            ensure!(
-                env.cri.list_pods()?.is_empty() && env.cri.list_containers()?.is_empty(),
-                "CRI objects left"
-            );
-            Ok(())
-        },
+fn streaming_exec_with_tty_like_kubectl_exec_it(env: &mut PodEnv, p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "stream")?;
+    let c = container(env, &pod, "a", &["sleep", "100000"])?;
+    let url = env.cri.exec_url(&c, &["sh"], true, true)?;
+    let res = e2e::stream::exec(
+        &env.netns,
+        &url,
+        Some((100, 30)),
+        &[
+            b"[ -t 0 ] && echo interactive-tty; stty size\r",
+            b"exit 3\r",
+        ],
+        Duration::from_secs(30),
+    )?;
+    let text = String::from_utf8_lossy(&res.stdout);
+    ensure!(text.contains("interactive-tty"), "output: {text:?}");
+    // runsc 20221219 fails terminal ioctls of exec'd processes (see ctr.rs); later ones
+    // see the size sent on the resize channel.
+    ensure!(
+        p.ends_with("runsc-2022") || text.contains("30 100"),
+        "output: {text:?}"
     );
+    ensure!(
+        res.status.contains("NonZeroExitCode") && res.status.contains("\"3\""),
+        "status: {}",
+        res.status
+    );
+    env.cri.remove_pod(&pod.id)
+}
+
+fn shared_process_namespace_pod(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let log_dir = env.logs.join("shared");
+    std::fs::create_dir_all(&log_dir)?;
+    let cgroup = format!("{}/podshared", env.cgroup_base);
+    let cfg = cri::shared_pid_pod_config("shared", "uid-shared", &log_dir, &cgroup);
+    let id = env.cri.run_pod(&cfg, HANDLER)?;
+    let pod = Pod { id, cfg, log_dir };
+    let a = env.cri.start_container(
+        &pod.id,
+        &cri::shared_pid_container_config("a", IMAGE, &["sleep", "100000"]),
+        &pod.cfg,
+    )?;
+    let b = env.cri.start_container(
+        &pod.id,
+        &cri::shared_pid_container_config("b", IMAGE, &["sh", "-c", "exit 5"]),
+        &pod.cfg,
+    )?;
+    eventually("b to exit", Duration::from_secs(20), || {
+        Ok(state(env, &b)?.0 == EXITED)
+    })?;
+    ensure!(state(env, &b)? == (EXITED, 5), "{:?}", state(env, &b)?);
+    ensure!(state(env, &a)?.0 == RUNNING, "a: {:?}", state(env, &a)?);
+    env.cri.remove_pod(&pod.id)
+}
+
+fn one_container_exits_3_the_other_keeps_running(env: &mut PodEnv, _p: &str) -> Result<()> {
+    let pod = new_pod(env, "exit3")?;
+    let a = container(env, &pod, "stays", &["sleep", "100000"])?;
+    let b = container(env, &pod, "quits", &["sh", "-c", "echo bye; exit 3"])?;
+    eventually("quits to exit", Duration::from_secs(20), || {
+        Ok(state(env, &b)?.0 == EXITED)
+    })?;
+    ensure!(
+        state(env, &b)? == (EXITED, 3),
+        "quits: {:?}",
+        state(env, &b)?
+    );
+    ensure!(state(env, &a)?.0 == RUNNING, "stays: {:?}", state(env, &a)?);
+    let out = env.cri.exec_sync(&a, &["echo", "alive"], 10)?;
+    ensure!(String::from_utf8_lossy(&out.stdout) == "alive\n", "{out:?}");
+    // Replace the exited container (what a restartPolicy does): the pod lives on.
+    env.cri.remove_container(&b)?;
+    let b2 = env.cri.start_container(
+        &pod.id,
+        &cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "quits".into(),
+                attempt: 1,
+            }),
+            ..cri::container_config("quits", IMAGE, &["sh", "-c", "exit 4"])
+        },
+        &pod.cfg,
+    )?;
+    eventually(
+        "restarted container to exit",
+        Duration::from_secs(20),
+        || Ok(state(env, &b2)?.0 == EXITED),
+    )?;
+    ensure!(state(env, &b2)? == (EXITED, 4), "{:?}", state(env, &b2)?);
+    ensure!(state(env, &a)?.0 == RUNNING, "stays died with the restart");
+    env.cri.remove_pod(&pod.id)
+}
+
+fn stop_container_escalates_to_sigkill(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "grace")?;
+    let c = container(
+        env,
+        &pod,
+        "stubborn",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term' TERM; echo trap-set; while true; do sleep 1; done",
+        ],
+    )?;
+    let polite = container(env, &pod, "polite", &["sleep", "100000"])?;
+    // A running container may not have set its trap yet: SIGTERM only once it says so.
+    eventually("stubborn to set its trap", Duration::from_secs(10), || {
+        Ok(read_log(&pod.log_dir.join("stubborn.log")).contains("trap-set"))
+    })?;
+    let started = Instant::now();
+    env.cri.stop_container(&c, 2)?;
+    let took = started.elapsed();
+    // CRI may answer StopContainer a moment before it records the exit (runc too).
+    eventually("stubborn to be exited", Duration::from_secs(10), || {
+        Ok(state(env, &c)?.0 == EXITED)
+    })?;
+    ensure!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "stop took {took:?}"
+    );
+    ensure!(
+        state(env, &c)? == (EXITED, 137),
+        "{:?}",
+        env.cri.container_status(&c)?
+    );
+    let log = read_log(&pod.log_dir.join("stubborn.log"));
+    ensure!(log.contains("got-term"), "SIGTERM first: {log:?}");
+    let started = Instant::now();
+    env.cri.stop_container(&polite, 30)?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM should end sleep at once"
+    );
+    eventually("polite to be exited", Duration::from_secs(10), || {
+        Ok(state(env, &polite)?.0 == EXITED)
+    })?;
+    ensure!(
+        state(env, &polite)? == (EXITED, 143),
+        "{:?}",
+        state(env, &polite)?
+    );
+    let started = Instant::now();
+    env.cri.remove_pod(&pod.id)?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "pod removal took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn stats_per_container_and_update(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "stats")?;
+    let busy = container(
+        env,
+        &pod,
+        "busy",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 100000",
+        ],
+    )?;
+    let idle = container(
+        env,
+        &pod,
+        "idle",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 100000",
+        ],
+    )?;
+    // gVisor counts a task's CPU time in whole scheduler ticks (linux.ClockTick, 10 ms:
+    // `TaskGoroutineSchedInfo` in pkg/sentry/kernel/task_sched.go), so a container that
+    // ran for a millisecond or two can truly show 0: only the busy one must show CPU
+    // time, each its own memory. Polled: the sandbox reports when it has sampled.
+    let mut last = (0, 0, 0, 0);
+    eventually("per-container stats", Duration::from_secs(30), || {
+        let ((bc, bm), (ic, im)) = (cpu_and_memory(env, &busy)?, cpu_and_memory(env, &idle)?);
+        last = (bc, bm, ic, im);
+        Ok(bc > 0 && bm > 0 && im > 0)
+    })
+    .with_context(|| {
+        format!(
+            "busy cpu/mem {}/{}, idle cpu/mem {}/{}",
+            last.0, last.1, last.2, last.3
+        )
+    })?;
+    ensure!(
+        last.0 >= last.2,
+        "the busy container used less CPU than the idle one: {last:?}"
+    );
+    update_is_refused(env, &busy)?;
+    env.cri.remove_pod(&pod.id)
+}
+
+/// A container's CPU time (ns) and working set (bytes) from ContainerStats.
+fn cpu_and_memory(env: &mut PodEnv, id: &str) -> Result<(u64, u64)> {
+    let st = env.cri.container_stats(id)?;
+    let cpu = st
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map_or(0, |v| v.value);
+    let mem = st
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map_or(0, |v| v.value);
+    Ok((cpu, mem))
+}
+
+/// UpdateContainerResources fails clearly: neither Debian runsc has `update`.
+fn update_is_refused(env: &mut PodEnv, id: &str) -> Result<()> {
+    let err = env
+        .cri
+        .update_resources(
+            id,
+            cri::LinuxContainerResources {
+                memory_limit_in_bytes: 256 << 20,
+                ..Default::default()
+            },
+        )
+        .err()
+        .map(|e| format!("{e:#}"));
+    ensure!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("has no `update` command")),
+        "update: {err:?}"
+    );
+    Ok(())
+}
+
+fn server_on_port_3001_reachable_from_the_host(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "web")?;
+    container(
+        env,
+        &pod,
+        "mcp",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo mcp-ok > /www/index.html && exec httpd -f -p 3001 -h /www",
+        ],
+    )?;
+    let ip = env
+        .cri
+        .pod_status(&pod.id)?
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .filter(|ip| !ip.is_empty())
+        .context("pod has no IP")?;
+    let mut last = String::new();
+    eventually("HTTP answer", Duration::from_secs(20), || {
+        // A plain HTTP/1.0 request with bash's /dev/tcp (the static busybox wget crashes
+        // in glibc's resolver on the host).
+        let script = format!(
+            "exec 3<>/dev/tcp/{ip}/3001 && printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+        );
+        let out = env.in_netns(&["bash", "-c", &script])?;
+        last = format!("{out:?}");
+        Ok(out.code == 0 && out.stdout.contains("mcp-ok"))
+    })
+    .with_context(|| {
+        let diag = env.in_netns(&["ip", "-o", "addr"]).map(|o| o.stdout).unwrap_or_default();
+        format!("{last}\nnetns addresses: {diag}")
+    })?;
+    env.cri.remove_pod(&pod.id)
+}
+
+fn oom_killed_reason(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    // The kubelet puts a pod's memory limit on the pod cgroup; the sandbox lives there.
+    let cg = format!("/sys/fs/cgroup/memory{}/podoom", env.cgroup_base);
+    std::fs::create_dir_all(&cg)?;
+    std::fs::write(
+        format!("{cg}/memory.limit_in_bytes"),
+        (192u64 << 20).to_string(),
+    )?;
+    let pod = new_pod(env, "oom")?;
+    let hog = container(
+        env,
+        &pod,
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ ! -e /tmp/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+             dd if=/dev/zero of=/dev/null bs=600M count=1; sleep 100000",
+        ],
+    )?;
+    // The hog allocates only once StartContainer has answered and this exec ran (30 s at
+    // most): an OOM kill during the start would fail the start instead. The exec's own
+    // answer may be lost to the OOM kill it triggers, hence no error check.
+    let _ = env.cri.exec_sync(&hog, &["touch", "/tmp/go"], 10);
+    eventually("the hog to be killed", Duration::from_secs(60), || {
+        Ok(state(env, &hog)?.0 == EXITED)
+    })?;
+    let st = env.cri.container_status(&hog)?;
+    ensure!(
+        st.reason == "OOMKilled",
+        "reason {:?} exit code {}",
+        st.reason,
+        st.exit_code
+    );
+    ensure!(st.exit_code == 137, "exit code {}", st.exit_code);
+    env.cri.remove_pod(&pod.id)
+}
+
+fn reopen_container_log(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "logs")?;
+    let c = container(
+        env,
+        &pod,
+        "ticker",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    )?;
+    let log = pod.log_dir.join("ticker.log");
+    eventually("first ticks", Duration::from_secs(20), || {
+        Ok(read_log(&log).contains("tick"))
+    })?;
+    std::fs::rename(&log, pod.log_dir.join("ticker.log.1"))?;
+    env.cri.reopen_log(&c)?;
+    eventually("ticks in the new file", Duration::from_secs(20), || {
+        Ok(read_log(&log).contains("stdout F tick"))
+    })?;
+    env.cri.remove_pod(&pod.id)
+}
+
+fn ten_pods_created_and_removed_leave_nothing(env: &mut PodEnv, _p: &str) -> Result<()> {
+    let before = shims_for(env).len();
+    for round in 0..2 {
+        let mut pods = Vec::new();
+        for i in 0..10 {
+            let pod = new_pod(env, &format!("many{round}x{i}"))?;
+            container(env, &pod, "a", &["sleep", "100000"])?;
+            container(env, &pod, "b", &["sh", "-c", "echo hi; sleep 100000"])?;
+            pods.push(pod);
+        }
+        let shims = shims_for(env).len() - before;
+        ensure!(shims == 10, "one shim per pod: {shims} shims for 10 pods");
+        for pod in &pods {
+            env.cri.remove_pod(&pod.id)?;
+        }
+    }
+    eventually("shims to exit", Duration::from_secs(20), || {
+        Ok(shims_for(env).len() == before)
+    })?;
+    let runsc = leftovers::runsc_processes(&env.runsc_root);
+    ensure!(runsc.is_empty(), "runsc processes left: {runsc:?}");
+    let state = env.containerd.work.join("state");
+    let mounts = leftovers::mounts_under(&state);
+    ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let netns = leftovers::dir_entries(&state.join("io.containerd.grpc.v1.cri/netns"));
+    ensure!(netns.is_empty(), "netns left: {netns:?}");
+    let sandboxes = leftovers::dir_entries(&env.runsc_root.join("k8s.io"));
+    ensure!(sandboxes.is_empty(), "runsc state left: {sandboxes:?}");
+    ensure!(
+        env.cri.list_pods()?.is_empty() && env.cri.list_containers()?.is_empty(),
+        "CRI objects left"
+    );
+    Ok(())
 }
 
 /// containerd 2.x with `sandboxer = "shim"`: RunPodSandbox fails with the shim's message
 /// naming the setting, and the shim containerd started for that sandbox (its `-id` is the
 /// sandbox id) does not stay: every kubelet retry would leave one more.
-fn sandbox_api_refused(env: &mut PodEnv) -> Result<()> {
+fn sandbox_api_refused(env: &mut PodEnv, _p: &str) -> Result<()> {
     reset(env);
     let log_dir = env.logs.join("sbx");
     std::fs::create_dir_all(&log_dir)?;

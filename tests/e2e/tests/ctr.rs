@@ -235,477 +235,615 @@ fn contains(out: &Out, needle: &str) -> Result<()> {
     Ok(())
 }
 
+/// A ctr scenario: the environment and the runsc build under test.
+type Scenario = fn(&Env, &RunscBuild) -> Result<()>;
+
+/// Every scenario, in the order they run; `<group>/<name>` is what filters match.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("gvisor_banner_and_kernel", gvisor_banner_and_kernel),
+    ("stdout_and_stderr_kept_apart", stdout_and_stderr_kept_apart),
+    ("exit_codes", exit_codes),
+    ("large_output_is_complete", large_output_is_complete),
+    ("terminal_and_resize", terminal_and_resize),
+    ("stdin_piped_with_i", stdin_piped_with_i),
+    ("exec_with_and_without_tty", exec_with_and_without_tty),
+    ("kill_term_kill_and_all", kill_term_kill_and_all),
+    ("task_ps_and_metrics", task_ps_and_metrics),
+    ("pause_resume", pause_resume),
+    ("detached_kill_delete", detached_kill_delete),
+    ("ids_that_prefix_each_other", ids_that_prefix_each_other),
+    (
+        "env_cwd_readonly_and_bind_mount",
+        env_cwd_readonly_and_bind_mount,
+    ),
+    ("events_in_order", events_in_order),
+    ("log_uri_file", log_uri_file),
+    ("log_uri_binary", log_uri_binary),
+    (
+        "missing_program_is_a_clear_error",
+        missing_program_is_a_clear_error,
+    ),
+    (
+        "update_names_the_runsc_version",
+        update_names_the_runsc_version,
+    ),
+    (
+        "malformed_config_names_the_file",
+        malformed_config_names_the_file,
+    ),
+];
+
 fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
-    r.run(&format!("{p}/gvisor_banner_and_kernel"), || {
-        let out = e.run("banner", &[], &["dmesg"])?.ok()?;
-        ensure!(
-            out.stdout.starts_with("[   0.000000] Starting gVisor..."),
-            "dmesg: {}",
-            out.stdout
-        );
-        let out = e.run("kernel", &[], &["cat", "/proc/version"])?.ok()?;
-        contains(&out, "Linux version 4.4.0")
-    });
-
-    r.run(&format!("{p}/stdout_and_stderr_kept_apart"), || {
-        let out = e
-            .run(
-                "streams",
-                &[],
-                &["sh", "-c", "echo to-out; echo to-err >&2; echo more-out"],
-            )?
-            .ok()?;
-        ensure!(
-            out.stdout == "to-out\nmore-out\n",
-            "stdout {:?}",
-            out.stdout
-        );
-        ensure!(out.stderr == "to-err\n", "stderr {:?}", out.stderr);
-        Ok(())
-    });
-
-    r.run(&format!("{p}/exit_codes"), || {
-        for code in [0, 3, 7, 127] {
-            let out = e.run(
-                &format!("exit{code}"),
-                &[],
-                &["sh", "-c", &format!("exit {code}")],
-            )?;
-            ensure!(
-                out.code == code,
-                "exit {code}: got {} ({})",
-                out.code,
-                out.stderr
-            );
-        }
-        // Killed by a signal: 128 + signal.
-        let out = e.run("selfkill", &[], &["sh", "-c", "kill -9 $$"])?;
-        ensure!(out.code == 137, "kill -9: got {}", out.code);
-        Ok(())
-    });
-
-    r.run(&format!("{p}/large_output_is_complete"), || {
-        // 4 MiB through the pipes; every byte must arrive before the exit is reported.
-        let out = e
-            .run(
-                "bigout",
-                &[],
-                &["sh", "-c", "head -c 4194304 /dev/zero | tr '\\0' x"],
-            )?
-            .ok()?;
-        ensure!(
-            out.stdout.len() == 4 * 1024 * 1024,
-            "got {} bytes",
-            out.stdout.len()
-        );
-        Ok(())
-    });
-
-    r.run(&format!("{p}/terminal_and_resize"), || {
-        let line = format!(
-            "stty cols 123 rows 45; {} run -t --rm --runtime {RUNTIME} --runtime-config-path {} {IMAGE} tty1 sh -c '[ -t 0 ] && [ -t 1 ] && echo IS-A-TTY; sleep 0.5; stty size'",
-            e.ctr_line(),
-            e.cfg()
-        );
-        let out = e.in_pty(&line)?.ok()?;
-        contains(&out, "IS-A-TTY")?;
-        // `tty` itself prints "not a tty" under gVisor: the terminal is a host descriptor
-        // whose /proc/self/fd link is "host:[N]", not a /dev/pts path.
-        contains(&out, "45 123")
-    });
-
-    r.run(&format!("{p}/stdin_piped_with_i"), || {
-        let cfg = e.cfg();
-        // ctr always wires stdin (there is no -i in 1.6) and sends CloseIO at its EOF.
-        let mut cmd = e.c.ctr_cmd(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--runtime-config-path",
-            &cfg,
-            IMAGE,
-            "stdin1",
-            "sh",
-            "-c",
-            "cat; echo END",
-        ]);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        {
-            use std::io::Write;
-            // ctr sends CloseIO when its stdin ends, but only once the task exists: input that
-            // ends before that never gets a CloseIO and hangs with any shim (runc's too).
-            e.wait_status("stdin1", "RUNNING")?;
-            let mut stdin = child.stdin.take().context("stdin")?;
-            stdin.write_all(b"line one\nline two\n")?;
-        }
-        let out = wait_output(child, Duration::from_secs(60))?;
-        ensure!(
-            out.code == 0 && out.stdout == "line one\nline two\nEND\n",
-            "{out:?}"
-        );
-        Ok(())
-    });
-
-    r.run(&format!("{p}/exec_with_and_without_tty"), || {
-        e.run_d("exec1", &[], &["sleep", "1000"])?;
-        let res = (|| {
-            let out = e.c.ctr(&["task", "exec", "--exec-id", "x1", "exec1", "sh", "-c", "echo from-exec; echo err-exec >&2; exit 5"])?;
-            ensure!(out.code == 5, "exec exit code {} ({:?})", out.code, out.stderr);
-            ensure!(out.stdout == "from-exec\n" && out.stderr == "err-exec\n", "{out:?}");
-            let out = e.c.ctr(&["task", "exec", "--exec-id", "x2", "--cwd", "/tmp", "--user", "1000", "exec1", "sh", "-c", "pwd; id -u"])?.ok()?;
-            ensure!(out.stdout == "/tmp\n1000\n", "cwd/user: {:?}", out.stdout);
-            let line = format!("stty cols 77 rows 22; {} task exec -t --exec-id x3 exec1 sh -c 'sleep 0.5; stty size; [ -t 1 ] && echo EXEC-TTY; exit 4'", e.ctr_line());
-            let out = e.in_pty(&line)?;
-            contains(&out, "EXEC-TTY")?;
-            // ctr sends ResizePty only after Start returned (hence the sleep: until then the
-            // size is 0x0, with runc too). runsc 20221219 fails terminal ioctls in exec'd
-            // processes ("stty: standard input: No child processes"); 20240729 sees the size.
-            if rs.name != "2022" {
-                contains(&out, "22 77")?;
-            }
-            Ok(())
-        })();
-        e.remove("exec1");
-        res
-    });
-
-    r.run(&format!("{p}/kill_term_kill_and_all"), || {
-        e.run_d("kill1", &[], &["sleep", "1000"])?;
-        e.c.ctr_ok(&["task", "kill", "kill1"])?; // SIGTERM
-        e.wait_status("kill1", "STOPPED")?;
-        ensure!(
-            e.exit_status("kill1")? == 143,
-            "SIGTERM exit status {}",
-            e.exit_status("kill1")?
-        );
-        e.c.ctr(&["task", "delete", "kill1"])?;
-        e.c.ctr_ok(&["containers", "rm", "kill1"])?;
-
-        e.run_d(
-            "kill2",
-            &[],
-            &[
-                "sh",
-                "-c",
-                "trap 'echo got-term > /tmp/term' TERM; while :; do sleep 1000 & wait; done",
-            ],
-        )?;
-        // The task is running before `sh` has read its script: wait for the `sleep` it forks
-        // after setting the trap, so TERM cannot arrive before the trap is in place.
-        runner::eventually(
-            "the trap of kill2 in place",
-            Duration::from_secs(10),
-            || {
-                let out = e.c.ctr_ok(&["task", "ps", "kill2"])?;
-                Ok(out.lines().skip(1).filter(|l| !l.trim().is_empty()).count() >= 2)
-            },
-        )?;
-        e.c.ctr_ok(&["task", "kill", "kill2"])?;
-        // The handler ran: TERM was delivered, and the task lives on.
-        runner::eventually("kill2 to handle TERM", Duration::from_secs(10), || {
-            let out = e.c.ctr(&[
-                "task",
-                "exec",
-                "--exec-id",
-                "t",
-                "kill2",
-                "cat",
-                "/tmp/term",
-            ])?;
-            Ok(out.stdout == "got-term\n")
-        })?;
-        ensure!(e.task_status("kill2")? == "RUNNING", "TERM must be ignored");
-        e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "--all", "kill2"])?;
-        e.wait_status("kill2", "STOPPED")?;
-        ensure!(
-            e.exit_status("kill2")? == 137,
-            "SIGKILL exit status {}",
-            e.exit_status("kill2")?
-        );
-        let out = e.c.ctr(&["task", "kill", "kill2"])?;
-        // NOT_FOUND "process already finished", as with runc (ctr 1.x prints "not found").
-        ensure!(
-            out.code != 0
-                && (out.stderr.contains("not found") || out.stderr.contains("already finished")),
-            "kill of a stopped task: {out:?}"
-        );
-        e.c.ctr(&["task", "delete", "kill2"])?;
-        e.c.ctr_ok(&["containers", "rm", "kill2"])?;
-        Ok(())
-    });
-
-    r.run(&format!("{p}/task_ps_and_metrics"), || {
-        e.run_d("ps1", &[], &["sh", "-c", "sleep 1000 & sleep 1000"])?;
-        let res = (|| {
-            let out = e.c.ctr_ok(&["task", "ps", "ps1"])?;
-            let pids = out.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
-            ensure!(pids >= 2, "task ps: {out}");
-            let out = e.c.ctr_ok(&["task", "metrics", "ps1"])?;
-            let usage = out
-                .lines()
-                .find(|l| l.starts_with("memory.usage_in_bytes") || l.starts_with("memory.usage "))
-                .and_then(|l| l.split_whitespace().last())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-            ensure!(usage > 0, "task metrics: {out}");
-            Ok(())
-        })();
-        e.remove("ps1");
-        res
-    });
-
-    r.run(&format!("{p}/pause_resume"), || {
-        e.run_d("pause1", &[], &["sleep", "1000"])?;
-        let res = (|| {
-            e.c.ctr_ok(&["task", "pause", "pause1"])?;
-            ensure!(e.task_status("pause1")? == "PAUSED", "not paused");
-            e.c.ctr_ok(&["task", "resume", "pause1"])?;
-            ensure!(e.task_status("pause1")? == "RUNNING", "not resumed");
-            let t = e.topics("pause1");
-            let paused = t.iter().position(|x| x == "/tasks/paused");
-            let resumed = t.iter().position(|x| x == "/tasks/resumed");
-            ensure!(paused.is_some() && paused < resumed, "events: {t:?}");
-            Ok(())
-        })();
-        e.remove("pause1");
-        res
-    });
-
-    r.run(&format!("{p}/detached_kill_delete"), || {
-        e.run_d("det1", &[], &["sh", "-c", "echo started; sleep 1000"])?;
-        ensure!(e.task_status("det1")? == "RUNNING", "not running");
-        e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "det1"])?;
-        e.wait_status("det1", "STOPPED")?;
-        e.c.ctr(&["task", "delete", "det1"])?;
-        e.c.ctr_ok(&["containers", "rm", "det1"])?;
-        ensure!(e.task_status("det1")?.is_empty(), "task still listed");
-        Ok(())
-    });
-
-    // Issue 12: runsc resolves ids by prefix; users pick ids like these.
-    r.run(&format!("{p}/ids_that_prefix_each_other"), || {
-        e.run_d("web2", &[], &["sleep", "1000"])?;
-        let res = (|| {
-            e.run("we", &[], &["true"])?.ok()?;
-            e.run_d("web", &[], &["sleep", "1000"])?;
-            let out =
-                e.c.ctr_ok(&["task", "exec", "--exec-id", "x1", "web", "echo", "in-web"])?;
-            ensure!(out == "in-web\n", "exec into web: {out:?}");
-            e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "web"])?;
-            e.wait_status("web", "STOPPED")?;
-            ensure!(e.exit_status("web")? == 137, "web's exit");
-            e.c.ctr_ok(&["task", "delete", "web"])?;
-            e.c.ctr_ok(&["containers", "rm", "web"])?;
-            // `we` again, now that it is gone for good: a created task killed and removed.
-            e.c.ctr_ok(&[
-                "container",
-                "create",
-                "--runtime",
-                RUNTIME,
-                "--runtime-config-path",
-                &e.runsc_toml,
-                IMAGE,
-                "we",
-                "true",
-            ])?;
-            e.c.ctr_ok(&["task", "start", "-d", "we"])?;
-            e.wait_status("we", "STOPPED")?;
-            e.c.ctr_ok(&["task", "delete", "we"])?;
-            e.c.ctr_ok(&["containers", "rm", "we"])?;
-            ensure!(
-                e.task_status("web2")? == "RUNNING",
-                "web2 is {}",
-                e.task_status("web2")?
-            );
-            let out =
-                e.c.ctr_ok(&["task", "exec", "--exec-id", "x2", "web2", "echo", "in-web2"])?;
-            ensure!(out == "in-web2\n", "exec into web2: {out:?}");
-            Ok(())
-        })();
-        e.remove("web2");
-        e.remove("web");
-        e.remove("we");
-        res
-    });
-
-    r.run(&format!("{p}/env_cwd_readonly_and_bind_mount"), || {
-        let host = e.work.join("hostdir");
-        std::fs::create_dir_all(&host)?;
-        std::fs::write(host.join("hello.txt"), "from the host\n")?;
-        let mount = format!("type=bind,src={},dst=/mnt/host,options=rbind:ro", host.display());
-        let out = e.run(
-            "envcwd",
-            &["--env", "FOO=bar baz", "--cwd", "/tmp", "--read-only", "--mount", &mount],
-            &["sh", "-c", "echo \"$FOO\"; pwd; cat /mnt/host/hello.txt; touch /rootfs-write 2>/dev/null && echo WRITABLE || echo READONLY"],
-        )?
-        .ok()?;
-        ensure!(out.stdout == "bar baz\n/tmp\nfrom the host\nREADONLY\n", "{:?}", out.stdout);
-        Ok(())
-    });
-
-    r.run(&format!("{p}/events_in_order"), || {
-        e.run("ev1", &[], &["true"])?.ok()?;
-        e.run_d("ev2", &[], &["sleep", "1000"])?;
-        e.c.ctr(&[
-            "task",
-            "exec",
-            "--exec-id",
-            "evx",
-            "ev2",
-            "sh",
-            "-c",
-            "exit 2",
-        ])?;
-        e.remove("ev2");
-        // The subscriber sees the events a moment after the commands return.
-        runner::eventually("the events of ev1 and ev2", Duration::from_secs(10), || {
-            Ok(e.topics("ev1").len() >= 4 && e.topics("ev2").len() >= 7)
-        })?;
-        let t = e.topics("ev1");
-        ensure!(
-            t == [
-                "/tasks/create",
-                "/tasks/start",
-                "/tasks/exit",
-                "/tasks/delete"
-            ],
-            "ev1 events: {t:?}"
-        );
-        let t = e.topics("ev2");
-        let want = [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exec-added",
-            "/tasks/exec-started",
-            "/tasks/exit",
-            "/tasks/exit",
-            "/tasks/delete",
-        ];
-        ensure!(t == want, "ev2 events: {t:?}");
-        Ok(())
-    });
-
-    r.run(&format!("{p}/log_uri_file"), || {
-        let log = e.work.join("logs/file1.log");
-        let uri = format!("file://{}", log.display());
-        e.run(
-            "file1",
-            &["--log-uri", &uri],
-            &["sh", "-c", "echo to-file; echo err-to-file >&2"],
-        )?
-        .ok()?;
-        let got = std::fs::read_to_string(&log)?;
-        ensure!(
-            got.contains("to-file\n") && got.contains("err-to-file\n"),
-            "{got:?}"
-        );
-        Ok(())
-    });
-
-    r.run(&format!("{p}/log_uri_binary"), || {
-        // A logging driver in the containerd protocol: fds 3/4 are the streams, closing fd 5
-        // signals readiness.
-        let out_file = e.work.join("logs/binary1.out");
-        let script = e.work.join("logger.sh");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nexec 5>&-\necho \"id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE args=$*\" > {o}.meta\ncat <&3 > {o} &\ncat <&4 > {o}.err\nwait\n",
-                o = out_file.display()
-            ),
-        )?;
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        std::fs::create_dir_all(e.work.join("logs"))?;
-        let uri = format!("binary://{}?mode=test", script.display());
-        e.run("binary1", &["--log-uri", &uri], &["sh", "-c", "echo via-binary; echo err-binary >&2"])?.ok()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = std::fs::read_to_string(&out_file).unwrap_or_default();
-            let err = std::fs::read_to_string(out_file.with_extension("out.err")).unwrap_or_default();
-            if out == "via-binary\n" && err == "err-binary\n" {
-                break;
-            }
-            ensure!(Instant::now() < deadline, "logger got stdout {out:?} stderr {err:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let meta = std::fs::read_to_string(out_file.with_extension("out.meta"))?;
-        ensure!(meta.trim() == "id=binary1 ns=e2e args=mode test", "{meta:?}");
-        Ok(())
-    });
-
-    r.run(&format!("{p}/missing_program_is_a_clear_error"), || {
-        let out = e.run("missing1", &[], &["/bin/does-not-exist"])?;
-        ensure!(out.code != 0, "must fail");
-        ensure!(
-            out.stderr.contains("/bin/does-not-exist"),
-            "error does not name the program: {}",
-            out.stderr
-        );
-        e.remove("missing1");
-        // Through PATH: refused at create (like runc), so no task ever exists.
-        let out = e.run("missing2", &[], &["no-such-program", "arg"])?;
-        ensure!(
-            out.code != 0
-                && out.stderr.contains("cannot create task missing2")
-                && out
-                    .stderr
-                    .contains("\"no-such-program\": executable file not found in $PATH"),
-            "{out:?}"
-        );
-        ensure!(e.task_status("missing2")?.is_empty(), "no task is left");
-        e.remove("missing2");
-        Ok(())
-    });
-
     let has_update =
         e.c.ctr(&["task", "update", "--help"])
             .is_ok_and(|o| o.code == 0);
-    if !has_update {
-        r.skip(
-            &format!("{p}/update_names_the_runsc_version"),
-            "this ctr has no `task update`",
-        );
-    } else {
-        r.run(&format!("{p}/update_names_the_runsc_version"), || {
-            e.run_d("upd1", &[], &["sleep", "1000"])?;
-            let out =
-                e.c.ctr(&["task", "update", "--memory-limit", "67108864", "upd1"]);
-            e.remove("upd1");
-            let out = out?;
-            // Neither runsc 20221219 nor 20240729 has `update`: the error says so.
-            ensure!(
-                out.code != 0 && out.stderr.contains("has no `update` command"),
-                "{out:?}"
-            );
-            ensure!(out.stderr.contains("runsc 0.0~20"), "{}", out.stderr);
-            Ok(())
-        });
+    for &(name, f) in SCENARIOS {
+        let name = format!("{p}/{name}");
+        if name.ends_with("/update_names_the_runsc_version") && !has_update {
+            r.skip(&name, "this ctr has no `task update`");
+            continue;
+        }
+        r.run(&name, || f(e, rs));
     }
+}
 
-    r.run(&format!("{p}/malformed_config_names_the_file"), || {
-        let bad = e.work.join("bad.toml");
-        std::fs::write(&bad, "binary_name = \n")?;
-        let b = bad.display().to_string();
+fn gvisor_banner_and_kernel(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let out = e.run("banner", &[], &["dmesg"])?.ok()?;
+    ensure!(
+        out.stdout.starts_with("[   0.000000] Starting gVisor..."),
+        "dmesg: {}",
+        out.stdout
+    );
+    let out = e.run("kernel", &[], &["cat", "/proc/version"])?.ok()?;
+    contains(&out, "Linux version 4.4.0")
+}
+
+fn stdout_and_stderr_kept_apart(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let out = e
+        .run(
+            "streams",
+            &[],
+            &["sh", "-c", "echo to-out; echo to-err >&2; echo more-out"],
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout == "to-out\nmore-out\n",
+        "stdout {:?}",
+        out.stdout
+    );
+    ensure!(out.stderr == "to-err\n", "stderr {:?}", out.stderr);
+    Ok(())
+}
+
+fn exit_codes(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    for code in [0, 3, 7, 127] {
+        let out = e.run(
+            &format!("exit{code}"),
+            &[],
+            &["sh", "-c", &format!("exit {code}")],
+        )?;
+        ensure!(
+            out.code == code,
+            "exit {code}: got {} ({})",
+            out.code,
+            out.stderr
+        );
+    }
+    // Killed by a signal: 128 + signal.
+    let out = e.run("selfkill", &[], &["sh", "-c", "kill -9 $$"])?;
+    ensure!(out.code == 137, "kill -9: got {}", out.code);
+    Ok(())
+}
+
+fn large_output_is_complete(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    // 4 MiB through the pipes; every byte must arrive before the exit is reported.
+    let out = e
+        .run(
+            "bigout",
+            &[],
+            &["sh", "-c", "head -c 4194304 /dev/zero | tr '\\0' x"],
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout.len() == 4 * 1024 * 1024,
+        "got {} bytes",
+        out.stdout.len()
+    );
+    Ok(())
+}
+
+/// Shell run first in a `ctr -t` container or exec: ctr sends ResizePty only after Start
+/// returned, so the terminal starts at `0 0`; poll (10 s at most) until the size arrives.
+/// Where `stty` fails (runsc 20221219 in exec'd processes) the loop ends at once.
+const AWAIT_RESIZE: &str = r#"i=0; while [ "$(stty size 2>/dev/null)" = "0 0" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#;
+
+fn terminal_and_resize(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let line = format!(
+        "stty cols 123 rows 45; {} run -t --rm --runtime {RUNTIME} --runtime-config-path {} {IMAGE} tty1 sh -c '[ -t 0 ] && [ -t 1 ] && echo IS-A-TTY; {AWAIT_RESIZE}; stty size'",
+        e.ctr_line(),
+        e.cfg()
+    );
+    let out = e.in_pty(&line)?.ok()?;
+    contains(&out, "IS-A-TTY")?;
+    // `tty` itself prints "not a tty" under gVisor: the terminal is a host descriptor
+    // whose /proc/self/fd link is "host:[N]", not a /dev/pts path.
+    contains(&out, "45 123")
+}
+
+fn stdin_piped_with_i(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let cfg = e.cfg();
+    // ctr always wires stdin (there is no -i in 1.6) and sends CloseIO at its EOF.
+    let mut cmd = e.c.ctr_cmd(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        &cfg,
+        IMAGE,
+        "stdin1",
+        "sh",
+        "-c",
+        "cat; echo END",
+    ]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        // ctr sends CloseIO when its stdin ends, but only once the task exists: input that
+        // ends before that never gets a CloseIO and hangs with any shim (runc's too).
+        e.wait_status("stdin1", "RUNNING")?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        stdin.write_all(b"line one\nline two\n")?;
+    }
+    let out = wait_output(child, Duration::from_secs(60))?;
+    ensure!(
+        out.code == 0 && out.stdout == "line one\nline two\nEND\n",
+        "{out:?}"
+    );
+    Ok(())
+}
+
+fn exec_with_and_without_tty(e: &Env, rs: &RunscBuild) -> Result<()> {
+    e.run_d("exec1", &[], &["sleep", "1000"])?;
+    let res = (|| {
         let out = e.c.ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--runtime-config-path",
-            &b,
-            IMAGE,
-            "badcfg",
-            "true",
+            "task",
+            "exec",
+            "--exec-id",
+            "x1",
+            "exec1",
+            "sh",
+            "-c",
+            "echo from-exec; echo err-exec >&2; exit 5",
         ])?;
-        e.remove("badcfg");
-        ensure!(out.code != 0 && out.stderr.contains(&b), "{out:?}");
+        ensure!(
+            out.code == 5,
+            "exec exit code {} ({:?})",
+            out.code,
+            out.stderr
+        );
+        ensure!(
+            out.stdout == "from-exec\n" && out.stderr == "err-exec\n",
+            "{out:?}"
+        );
+        let out =
+            e.c.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                "x2",
+                "--cwd",
+                "/tmp",
+                "--user",
+                "1000",
+                "exec1",
+                "sh",
+                "-c",
+                "pwd; id -u",
+            ])?
+            .ok()?;
+        ensure!(out.stdout == "/tmp\n1000\n", "cwd/user: {:?}", out.stdout);
+        let line = format!(
+            "stty cols 77 rows 22; {} task exec -t --exec-id x3 exec1 sh -c '{AWAIT_RESIZE}; stty size; [ -t 1 ] && echo EXEC-TTY; exit 4'",
+            e.ctr_line()
+        );
+        let out = e.in_pty(&line)?;
+        contains(&out, "EXEC-TTY")?;
+        // ctr sends ResizePty only after Start returned (until then the size is 0x0, with
+        // runc too: hence AWAIT_RESIZE). runsc 20221219 fails terminal ioctls in exec'd
+        // processes ("stty: standard input: No child processes"); 20240729 sees the size.
+        if rs.name != "2022" {
+            contains(&out, "22 77")?;
+        }
         Ok(())
-    });
+    })();
+    e.remove("exec1");
+    res
+}
+
+fn kill_term_kill_and_all(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run_d("kill1", &[], &["sleep", "1000"])?;
+    e.c.ctr_ok(&["task", "kill", "kill1"])?; // SIGTERM
+    e.wait_status("kill1", "STOPPED")?;
+    ensure!(
+        e.exit_status("kill1")? == 143,
+        "SIGTERM exit status {}",
+        e.exit_status("kill1")?
+    );
+    e.c.ctr(&["task", "delete", "kill1"])?;
+    e.c.ctr_ok(&["containers", "rm", "kill1"])?;
+    kill_trapped_then_all(e)
+}
+
+/// A TERM trapped by the container's shell leaves it running; SIGKILL with `--all` ends it
+/// and a later kill answers "not found".
+fn kill_trapped_then_all(e: &Env) -> Result<()> {
+    e.run_d(
+        "kill2",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term > /tmp/term' TERM; while :; do sleep 1000 & wait; done",
+        ],
+    )?;
+    // The task is running before `sh` has read its script: wait for the `sleep` it forks
+    // after setting the trap, so TERM cannot arrive before the trap is in place.
+    runner::eventually(
+        "the trap of kill2 in place",
+        Duration::from_secs(10),
+        || {
+            let out = e.c.ctr_ok(&["task", "ps", "kill2"])?;
+            Ok(out.lines().skip(1).filter(|l| !l.trim().is_empty()).count() >= 2)
+        },
+    )?;
+    e.c.ctr_ok(&["task", "kill", "kill2"])?;
+    // The handler ran: TERM was delivered, and the task lives on.
+    runner::eventually("kill2 to handle TERM", Duration::from_secs(10), || {
+        let out = e.c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "t",
+            "kill2",
+            "cat",
+            "/tmp/term",
+        ])?;
+        Ok(out.stdout == "got-term\n")
+    })?;
+    ensure!(e.task_status("kill2")? == "RUNNING", "TERM must be ignored");
+    e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "--all", "kill2"])?;
+    e.wait_status("kill2", "STOPPED")?;
+    ensure!(
+        e.exit_status("kill2")? == 137,
+        "SIGKILL exit status {}",
+        e.exit_status("kill2")?
+    );
+    let out = e.c.ctr(&["task", "kill", "kill2"])?;
+    // NOT_FOUND "process already finished", as with runc (ctr 1.x prints "not found").
+    ensure!(
+        out.code != 0
+            && (out.stderr.contains("not found") || out.stderr.contains("already finished")),
+        "kill of a stopped task: {out:?}"
+    );
+    e.c.ctr(&["task", "delete", "kill2"])?;
+    e.c.ctr_ok(&["containers", "rm", "kill2"])?;
+    Ok(())
+}
+
+fn task_ps_and_metrics(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run_d("ps1", &[], &["sh", "-c", "sleep 1000 & sleep 1000"])?;
+    let res = (|| {
+        let out = e.c.ctr_ok(&["task", "ps", "ps1"])?;
+        let pids = out.lines().skip(1).filter(|l| !l.trim().is_empty()).count();
+        ensure!(pids >= 2, "task ps: {out}");
+        let out = e.c.ctr_ok(&["task", "metrics", "ps1"])?;
+        let usage = out
+            .lines()
+            .find(|l| l.starts_with("memory.usage_in_bytes") || l.starts_with("memory.usage "))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        ensure!(usage > 0, "task metrics: {out}");
+        Ok(())
+    })();
+    e.remove("ps1");
+    res
+}
+
+fn pause_resume(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run_d("pause1", &[], &["sleep", "1000"])?;
+    let res = (|| {
+        e.c.ctr_ok(&["task", "pause", "pause1"])?;
+        ensure!(e.task_status("pause1")? == "PAUSED", "not paused");
+        e.c.ctr_ok(&["task", "resume", "pause1"])?;
+        ensure!(e.task_status("pause1")? == "RUNNING", "not resumed");
+        let t = e.topics("pause1");
+        let paused = t.iter().position(|x| x == "/tasks/paused");
+        let resumed = t.iter().position(|x| x == "/tasks/resumed");
+        ensure!(paused.is_some() && paused < resumed, "events: {t:?}");
+        Ok(())
+    })();
+    e.remove("pause1");
+    res
+}
+
+fn detached_kill_delete(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run_d("det1", &[], &["sh", "-c", "echo started; sleep 1000"])?;
+    ensure!(e.task_status("det1")? == "RUNNING", "not running");
+    e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "det1"])?;
+    e.wait_status("det1", "STOPPED")?;
+    e.c.ctr(&["task", "delete", "det1"])?;
+    e.c.ctr_ok(&["containers", "rm", "det1"])?;
+    ensure!(e.task_status("det1")?.is_empty(), "task still listed");
+    Ok(())
+}
+
+/// Issue 12: runsc resolves container ids by prefix, and users pick ids like these. Beside a
+/// running `web2`: a task `we` that runs and exits, one that is only created and then
+/// killed and removed, and a running `web` that is exec'd into, killed and removed; `web2`
+/// runs on throughout and answers an exec at the end.
+fn ids_that_prefix_each_other(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run_d("web2", &[], &["sleep", "1000"])?;
+    let res = (|| {
+        e.run("we", &[], &["true"])?.ok()?;
+        web2_runs(e, "after we ran")?;
+        created_we_killed_and_removed(e)?;
+        web2_runs(e, "after the created we was removed")?;
+        web_beside_web2(e)?;
+        let out =
+            e.c.ctr_ok(&["task", "exec", "--exec-id", "x2", "web2", "echo", "in-web2"])?;
+        ensure!(out == "in-web2\n", "exec into web2: {out:?}");
+        Ok(())
+    })();
+    e.remove("web2");
+    e.remove("web");
+    e.remove("we");
+    res
+}
+
+/// `web2` is still running.
+fn web2_runs(e: &Env, when: &str) -> Result<()> {
+    let st = e.task_status("web2")?;
+    ensure!(st == "RUNNING", "web2 is {st:?} {when}");
+    Ok(())
+}
+
+/// A task `we` that is created but never started, killed with SIGKILL, then removed.
+fn created_we_killed_and_removed(e: &Env) -> Result<()> {
+    e.c.ctr_ok(&[
+        "container",
+        "create",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        &e.runsc_toml,
+        IMAGE,
+        "we",
+        "true",
+    ])?;
+    // No ctr command (1.6, 1.7 or 2.1) only creates a task: `task start` creates it, writes
+    // `--pid-file`, then starts it. With `-d`, a pid file that cannot be written makes ctr
+    // stop in between, leaving the task created.
+    let pid_file = e.work.join("no-such-dir/we.pid").display().to_string();
+    let out =
+        e.c.ctr(&["task", "start", "-d", "--pid-file", &pid_file, "we"])?;
+    ensure!(out.code != 0, "the pid file must not be writable: {out:?}");
+    let st = e.task_status("we")?;
+    ensure!(st == "CREATED", "we is {st:?}, expected CREATED");
+    web2_runs(e, "beside the created we")?;
+    e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "we"])?;
+    e.wait_status("we", "STOPPED")?;
+    // The earlier `we` exited 0: wait for this one's TaskExit.
+    runner::eventually("the created we's exit 137", Duration::from_secs(10), || {
+        Ok(e.exit_status("we")? == 137)
+    })?;
+    e.c.ctr_ok(&["task", "rm", "we"])?;
+    e.c.ctr_ok(&["containers", "rm", "we"])?;
+    Ok(())
+}
+
+/// A running `web` beside `web2`: an exec reaches it, SIGKILL ends it (not `web2`) and
+/// `task rm -f` finishes (ctr's 30 s deadline).
+fn web_beside_web2(e: &Env) -> Result<()> {
+    e.run_d("web", &[], &["sleep", "1000"])?;
+    let out =
+        e.c.ctr_ok(&["task", "exec", "--exec-id", "x1", "web", "echo", "in-web"])?;
+    ensure!(out == "in-web\n", "exec into web: {out:?}");
+    e.c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "web"])?;
+    e.wait_status("web", "STOPPED")?;
+    ensure!(e.exit_status("web")? == 137, "web's exit");
+    web2_runs(e, "after web was killed")?;
+    e.c.ctr_ok(&["task", "rm", "-f", "web"])?;
+    e.c.ctr_ok(&["containers", "rm", "web"])?;
+    ensure!(e.task_status("web")?.is_empty(), "task web still listed");
+    web2_runs(e, "after web was removed")
+}
+
+fn env_cwd_readonly_and_bind_mount(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let host = e.work.join("hostdir");
+    std::fs::create_dir_all(&host)?;
+    std::fs::write(host.join("hello.txt"), "from the host\n")?;
+    let mount = format!(
+        "type=bind,src={},dst=/mnt/host,options=rbind:ro",
+        host.display()
+    );
+    let out = e.run(
+        "envcwd",
+        &["--env", "FOO=bar baz", "--cwd", "/tmp", "--read-only", "--mount", &mount],
+        &["sh", "-c", "echo \"$FOO\"; pwd; cat /mnt/host/hello.txt; touch /rootfs-write 2>/dev/null && echo WRITABLE || echo READONLY"],
+    )?
+    .ok()?;
+    ensure!(
+        out.stdout == "bar baz\n/tmp\nfrom the host\nREADONLY\n",
+        "{:?}",
+        out.stdout
+    );
+    Ok(())
+}
+
+fn events_in_order(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run("ev1", &[], &["true"])?.ok()?;
+    e.run_d("ev2", &[], &["sleep", "1000"])?;
+    e.c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "evx",
+        "ev2",
+        "sh",
+        "-c",
+        "exit 2",
+    ])?;
+    e.remove("ev2");
+    // The subscriber sees the events a moment after the commands return.
+    runner::eventually("the events of ev1 and ev2", Duration::from_secs(10), || {
+        Ok(e.topics("ev1").len() >= 4 && e.topics("ev2").len() >= 7)
+    })?;
+    let t = e.topics("ev1");
+    ensure!(
+        t == [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "ev1 events: {t:?}"
+    );
+    let t = e.topics("ev2");
+    let want = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
+    ensure!(t == want, "ev2 events: {t:?}");
+    Ok(())
+}
+
+fn log_uri_file(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let log = e.work.join("logs/file1.log");
+    let uri = format!("file://{}", log.display());
+    e.run(
+        "file1",
+        &["--log-uri", &uri],
+        &["sh", "-c", "echo to-file; echo err-to-file >&2"],
+    )?
+    .ok()?;
+    let got = std::fs::read_to_string(&log)?;
+    ensure!(
+        got.contains("to-file\n") && got.contains("err-to-file\n"),
+        "{got:?}"
+    );
+    Ok(())
+}
+
+fn log_uri_binary(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    // A logging driver in the containerd protocol: fds 3/4 are the streams, closing fd 5
+    // signals readiness.
+    let out_file = e.work.join("logs/binary1.out");
+    let script = e.work.join("logger.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec 5>&-\necho \"id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE args=$*\" > {o}.meta\ncat <&3 > {o} &\ncat <&4 > {o}.err\nwait\n",
+            o = out_file.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::create_dir_all(e.work.join("logs"))?;
+    let uri = format!("binary://{}?mode=test", script.display());
+    e.run(
+        "binary1",
+        &["--log-uri", &uri],
+        &["sh", "-c", "echo via-binary; echo err-binary >&2"],
+    )?
+    .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+        let err = std::fs::read_to_string(out_file.with_extension("out.err")).unwrap_or_default();
+        if out == "via-binary\n" && err == "err-binary\n" {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "logger got stdout {out:?} stderr {err:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let meta = std::fs::read_to_string(out_file.with_extension("out.meta"))?;
+    ensure!(
+        meta.trim() == "id=binary1 ns=e2e args=mode test",
+        "{meta:?}"
+    );
+    Ok(())
+}
+
+fn missing_program_is_a_clear_error(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let out = e.run("missing1", &[], &["/bin/does-not-exist"])?;
+    ensure!(out.code != 0, "must fail");
+    ensure!(
+        out.stderr.contains("/bin/does-not-exist"),
+        "error does not name the program: {}",
+        out.stderr
+    );
+    e.remove("missing1");
+    // Through PATH: refused at create (like runc), so no task ever exists.
+    let out = e.run("missing2", &[], &["no-such-program", "arg"])?;
+    ensure!(
+        out.code != 0
+            && out.stderr.contains("cannot create task missing2")
+            && out
+                .stderr
+                .contains("\"no-such-program\": executable file not found in $PATH"),
+        "{out:?}"
+    );
+    ensure!(e.task_status("missing2")?.is_empty(), "no task is left");
+    e.remove("missing2");
+    Ok(())
+}
+
+fn update_names_the_runsc_version(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    e.run_d("upd1", &[], &["sleep", "1000"])?;
+    let out =
+        e.c.ctr(&["task", "update", "--memory-limit", "67108864", "upd1"]);
+    e.remove("upd1");
+    let out = out?;
+    // Neither runsc 20221219 nor 20240729 has `update`: the error says so.
+    ensure!(
+        out.code != 0 && out.stderr.contains("has no `update` command"),
+        "{out:?}"
+    );
+    ensure!(out.stderr.contains("runsc 0.0~20"), "{}", out.stderr);
+    Ok(())
+}
+
+fn malformed_config_names_the_file(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let bad = e.work.join("bad.toml");
+    std::fs::write(&bad, "binary_name = \n")?;
+    let b = bad.display().to_string();
+    let out = e.c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        &b,
+        IMAGE,
+        "badcfg",
+        "true",
+    ])?;
+    e.remove("badcfg");
+    ensure!(out.code != 0 && out.stderr.contains(&b), "{out:?}");
+    Ok(())
 }
 
 fn wait_output(mut child: Child, limit: Duration) -> Result<Out> {

@@ -71,7 +71,8 @@ struct Env {
 }
 
 impl Env {
-    fn ctr_run_d(&self, id: &str, args: &[&str]) -> Result<()> {
+    /// `ctr run -d` with our runtime; `flags` go before the image.
+    fn ctr_run_d(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<()> {
         let mut a = vec![
             "run",
             "-d",
@@ -79,9 +80,9 @@ impl Env {
             RUNTIME,
             "--runtime-config-path",
             &self.none_toml,
-            IMAGE,
-            id,
         ];
+        a.extend_from_slice(flags);
+        a.extend_from_slice(&[IMAGE, id]);
         a.extend_from_slice(args);
         self.pods.containerd.ctr_ok(&a).map(drop)
     }
@@ -104,341 +105,422 @@ impl Env {
     }
 }
 
+/// A reliability scenario.
+type Scenario = fn(&mut Env) -> Result<()>;
+
+/// Every scenario, in the order they run; `<group>/<name>` is what filters match.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    (
+        "containerd_restart_keeps_containers_and_reports_exits",
+        containerd_restart_keeps_containers_and_reports_exits,
+    ),
+    ("killed_shim_is_cleaned_up", killed_shim_is_cleaned_up),
+    ("fifty_concurrent_execs", fifty_concurrent_execs),
+    (
+        "twenty_containers_in_a_pod_concurrently",
+        twenty_containers_in_a_pod_concurrently,
+    ),
+    (
+        "soak_create_delete_cycles_in_one_shim",
+        soak_create_delete_cycles_in_one_shim,
+    ),
+    (
+        "flooding_container_and_file_modes",
+        flooding_container_and_file_modes,
+    ),
+];
+
 fn scenarios(r: &mut Runner, e: &mut Env, p: &str) {
-    r.run(
-        &format!("{p}/containerd_restart_keeps_containers_and_reports_exits"),
-        || {
-            e.pods.containerd.namespace = "e2e".into();
-            e.ctr_run_d("keep", &["sleep", "100000"])?;
-            e.ctr_run_d("dies", &["sh", "-c", "sleep 4; exit 7"])?;
-            e.pods.containerd.namespace = "k8s.io".into();
-            let (pod, pcfg, dir) = e.pod("restart")?;
-            let ticker = e.pods.cri.start_container(
-                &pod,
-                &cri::container_config(
-                    "ticker",
-                    IMAGE,
-                    &[
-                        "sh",
-                        "-c",
-                        "while true; do echo tick-$(date +%s); sleep 0.3; done",
-                    ],
-                ),
-                &pcfg,
-            )?;
-            let shims_before = e.shims();
-            ensure!(shims_before.len() == 3, "shims: {shims_before:?}");
-            e.pods.containerd.namespace = "e2e".into();
-            let dies = task_pid(&e.pods.containerd, "dies")?;
-            e.pods.containerd.namespace = "k8s.io".into();
+    for &(name, f) in SCENARIOS {
+        r.run(&format!("{p}/{name}"), || f(e));
+    }
+}
 
-            e.pods.containerd.stop_daemon();
-            ensure!(alive(dies), "dies ended before containerd was down");
-            // "dies" exits while containerd is down: its sandbox process goes.
-            eventually("dies to exit", Duration::from_secs(30), || Ok(!alive(dies)))?;
-            ensure!(
-                shims_before.iter().all(|s| alive(s.pid)),
-                "a shim died with containerd"
-            );
-            e.pods.containerd.start_daemon()?;
-            // CRI needs a new connection after the restart.
-            e.pods.cri = Cri::connect(&e.pods.containerd.address())?;
+/// What `dies` runs: it waits for `/signal/exit-now`, which the test creates once
+/// containerd is down, then exits 7 (8 if the file never came: 60 s at most).
+const DIES_SCRIPT: &str = "i=0; while [ ! -e /signal/exit-now ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -e /signal/exit-now ] && exit 7; exit 8";
 
-            e.pods.containerd.namespace = "e2e".into();
-            let c = &e.pods.containerd;
-            let status = |id: &str| -> Result<String> {
-                Ok(c.ctr_ok(&["task", "ls"])?
-                    .lines()
-                    .find(|l| l.split_whitespace().next() == Some(id))
-                    .and_then(|l| l.split_whitespace().nth(2))
-                    .unwrap_or("")
-                    .to_owned())
-            };
-            ensure!(status("keep")? == "RUNNING", "keep: {}", status("keep")?);
-            eventually("dies to be stopped", Duration::from_secs(20), || {
-                Ok(status("dies")? == "STOPPED")
-            })?;
-            let out = c
-                .ctr(&[
-                    "task",
-                    "exec",
-                    "--exec-id",
-                    "after",
-                    "keep",
-                    "sh",
-                    "-c",
-                    "echo exec-after-restart",
-                ])?
-                .ok()?;
-            ensure!(out.stdout == "exec-after-restart\n", "{out:?}");
-            let del = c.ctr(&["task", "delete", "dies"])?;
-            ensure!(
-                del.stderr.contains("exit code 7"),
-                "the exit while containerd was down: {del:?}"
-            );
-            c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "keep"])?;
-            eventually("keep to stop", Duration::from_secs(20), || {
-                Ok(status("keep")? == "STOPPED")
-            })?;
-            let _ = c.ctr(&["task", "delete", "keep"]);
-            let _ = c.ctr(&["containers", "rm", "keep", "dies"]);
-
-            e.pods.containerd.namespace = "k8s.io".into();
-            let st = e.pods.cri.container_status(&ticker)?;
-            ensure!(
-                st.state == ContainerState::ContainerRunning as i32,
-                "ticker after restart: {st:?}"
-            );
-            let out = e
-                .pods
-                .cri
-                .exec_sync(&ticker, &["echo", "cri-exec-after-restart"], 10)?;
-            ensure!(
-                String::from_utf8_lossy(&out.stdout) == "cri-exec-after-restart\n",
-                "{out:?}"
-            );
-            // Logs keep flowing into the CRI log after containerd reattached the FIFOs.
-            let log = dir.join("ticker.log");
-            let len = std::fs::metadata(&log)?.len();
-            eventually(
-                "new log lines after the restart",
-                Duration::from_secs(20),
-                || Ok(std::fs::metadata(&log)?.len() > len + 20),
-            )?;
-            e.pods.cri.remove_pod(&pod)?;
-            eventually("shims to exit", Duration::from_secs(20), || {
-                Ok(e.shims().is_empty())
-            })
-        },
+fn containerd_restart_keeps_containers_and_reports_exits(e: &mut Env) -> Result<()> {
+    let signal = e.pods.work.join("dies-signal");
+    let _ = std::fs::remove_dir_all(&signal);
+    std::fs::create_dir_all(&signal)?;
+    let mount = format!(
+        "type=bind,src={},dst=/signal,options=rbind:rw",
+        signal.display()
     );
+    e.pods.containerd.namespace = "e2e".into();
+    e.ctr_run_d("keep", &[], &["sleep", "100000"])?;
+    e.ctr_run_d("dies", &["--mount", &mount], &["sh", "-c", DIES_SCRIPT])?;
+    e.pods.containerd.namespace = "k8s.io".into();
+    let (pod, pcfg, dir) = e.pod("restart")?;
+    let ticker = e.pods.cri.start_container(
+        &pod,
+        &cri::container_config(
+            "ticker",
+            IMAGE,
+            &[
+                "sh",
+                "-c",
+                "while true; do echo tick-$(date +%s); sleep 0.3; done",
+            ],
+        ),
+        &pcfg,
+    )?;
+    let shims_before = e.shims();
+    ensure!(shims_before.len() == 3, "shims: {shims_before:?}");
+    e.pods.containerd.namespace = "e2e".into();
+    let dies = task_pid(&e.pods.containerd, "dies")?;
+    e.pods.containerd.namespace = "k8s.io".into();
 
-    r.run(&format!("{p}/killed_shim_is_cleaned_up"), || {
-        let (pod, pcfg, _) = e.pod("killed")?;
-        let a = e.pods.cri.start_container(
-            &pod,
-            &cri::container_config("a", IMAGE, &["sleep", "100000"]),
-            &pcfg,
-        )?;
-        e.pods.cri.start_container(
-            &pod,
-            &cri::container_config("b", IMAGE, &["sleep", "100000"]),
-            &pcfg,
-        )?;
-        let shims = e.shims();
-        ensure!(shims.len() == 1, "{shims:?}");
-        let addr = std::fs::read_to_string(e.pods.containerd.work.join(format!(
-            "state/io.containerd.runtime.v2.task/k8s.io/{pod}/address"
-        )))?;
-        leftovers::kill_all(&shims);
-        eventually(
-            "the container to be reported exited",
-            Duration::from_secs(30),
-            || Ok(e.pods.cri.container_status(&a)?.state == ContainerState::ContainerExited as i32),
-        )?;
-        let st = e.pods.cri.container_status(&a)?;
-        ensure!(st.exit_code != 0, "{st:?}");
-        e.pods.cri.remove_pod(&pod)?;
-        eventually("runsc processes to go", Duration::from_secs(20), || {
-            Ok(leftovers::runsc_processes(&e.pods.runsc_root).is_empty())
-        })?;
-        let mounts = leftovers::mounts_under(&e.pods.containerd.work.join("state"));
-        ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
-        let sock = addr.trim().trim_start_matches("unix://");
-        ensure!(!Path::new(sock).exists(), "shim socket {sock} left");
-        // A new pod starts fine afterwards.
-        let (pod2, pcfg2, _) = e.pod("after")?;
-        let c = e.pods.cri.start_container(
-            &pod2,
-            &cri::container_config("a", IMAGE, &["sleep", "100000"]),
-            &pcfg2,
-        )?;
-        ensure!(e.pods.cri.container_status(&c)?.state == ContainerState::ContainerRunning as i32);
-        e.pods.cri.remove_pod(&pod2)
-    });
+    e.pods.containerd.stop_daemon();
+    ensure!(alive(dies), "dies ended before containerd was down");
+    // "dies" exits while containerd is down: its sandbox process goes.
+    std::fs::write(signal.join("exit-now"), "")?;
+    eventually("dies to exit", Duration::from_secs(30), || Ok(!alive(dies)))?;
+    ensure!(
+        shims_before.iter().all(|s| alive(s.pid)),
+        "a shim died with containerd"
+    );
+    e.pods.containerd.start_daemon()?;
+    // CRI needs a new connection after the restart.
+    e.pods.cri = Cri::connect(&e.pods.containerd.address())?;
+    ctr_tasks_after_restart(e)?;
+    cri_pod_after_restart(e, &pod, &ticker, &dir)
+}
 
-    r.run(&format!("{p}/fifty_concurrent_execs"), || {
-        let (pod, pcfg, _) = e.pod("execs")?;
-        let c = e.pods.cri.start_container(
-            &pod,
-            &cri::container_config("a", IMAGE, &["sleep", "100000"]),
-            &pcfg,
-        )?;
-        let addr = e.pods.containerd.address();
-        let handles: Vec<_> = (0..50)
-            .map(|i| {
-                let (addr, c) = (addr.clone(), c.clone());
-                std::thread::spawn(move || -> Result<(i32, String)> {
-                    let mut cri = Cri::connect(&addr)?;
-                    let out =
-                        cri.exec_sync(&c, &["sh", "-c", &format!("echo {i}; exit {}", i % 7)], 60)?;
-                    Ok((
-                        out.exit_code,
-                        String::from_utf8_lossy(&out.stdout).into_owned(),
-                    ))
-                })
+/// After the restart, through ctr: `keep` runs and takes an exec, `dies` is reported
+/// stopped with the exit 7 it made while containerd was down.
+fn ctr_tasks_after_restart(e: &mut Env) -> Result<()> {
+    e.pods.containerd.namespace = "e2e".into();
+    let c = &e.pods.containerd;
+    let status = |id: &str| -> Result<String> {
+        Ok(c.ctr_ok(&["task", "ls"])?
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_owned())
+    };
+    ensure!(status("keep")? == "RUNNING", "keep: {}", status("keep")?);
+    eventually("dies to be stopped", Duration::from_secs(20), || {
+        Ok(status("dies")? == "STOPPED")
+    })?;
+    let out = c
+        .ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "after",
+            "keep",
+            "sh",
+            "-c",
+            "echo exec-after-restart",
+        ])?
+        .ok()?;
+    ensure!(out.stdout == "exec-after-restart\n", "{out:?}");
+    let del = c.ctr(&["task", "delete", "dies"])?;
+    ensure!(
+        del.stderr.contains("exit code 7"),
+        "the exit while containerd was down: {del:?}"
+    );
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "keep"])?;
+    eventually("keep to stop", Duration::from_secs(20), || {
+        Ok(status("keep")? == "STOPPED")
+    })?;
+    let _ = c.ctr(&["task", "delete", "keep"]);
+    let _ = c.ctr(&["containers", "rm", "keep", "dies"]);
+    e.pods.containerd.namespace = "k8s.io".into();
+    Ok(())
+}
+
+/// After the restart, through CRI: the pod's container runs, takes an exec and its log keeps
+/// growing; removing the pod ends every shim.
+fn cri_pod_after_restart(e: &mut Env, pod: &str, ticker: &str, dir: &Path) -> Result<()> {
+    let st = e.pods.cri.container_status(ticker)?;
+    ensure!(
+        st.state == ContainerState::ContainerRunning as i32,
+        "ticker after restart: {st:?}"
+    );
+    let out = e
+        .pods
+        .cri
+        .exec_sync(ticker, &["echo", "cri-exec-after-restart"], 10)?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout) == "cri-exec-after-restart\n",
+        "{out:?}"
+    );
+    // Logs keep flowing into the CRI log after containerd reattached the FIFOs.
+    let log = dir.join("ticker.log");
+    let len = std::fs::metadata(&log)?.len();
+    eventually(
+        "new log lines after the restart",
+        Duration::from_secs(20),
+        || Ok(std::fs::metadata(&log)?.len() > len + 20),
+    )?;
+    e.pods.cri.remove_pod(pod)?;
+    eventually("shims to exit", Duration::from_secs(20), || {
+        Ok(e.shims().is_empty())
+    })
+}
+
+fn killed_shim_is_cleaned_up(e: &mut Env) -> Result<()> {
+    let (pod, pcfg, _) = e.pod("killed")?;
+    let a = e.pods.cri.start_container(
+        &pod,
+        &cri::container_config("a", IMAGE, &["sleep", "100000"]),
+        &pcfg,
+    )?;
+    e.pods.cri.start_container(
+        &pod,
+        &cri::container_config("b", IMAGE, &["sleep", "100000"]),
+        &pcfg,
+    )?;
+    let shims = e.shims();
+    ensure!(shims.len() == 1, "{shims:?}");
+    let addr = std::fs::read_to_string(e.pods.containerd.work.join(format!(
+        "state/io.containerd.runtime.v2.task/k8s.io/{pod}/address"
+    )))?;
+    leftovers::kill_all(&shims);
+    eventually(
+        "the container to be reported exited",
+        Duration::from_secs(30),
+        || Ok(e.pods.cri.container_status(&a)?.state == ContainerState::ContainerExited as i32),
+    )?;
+    let st = e.pods.cri.container_status(&a)?;
+    ensure!(st.exit_code != 0, "{st:?}");
+    e.pods.cri.remove_pod(&pod)?;
+    eventually("runsc processes to go", Duration::from_secs(20), || {
+        Ok(leftovers::runsc_processes(&e.pods.runsc_root).is_empty())
+    })?;
+    let mounts = leftovers::mounts_under(&e.pods.containerd.work.join("state"));
+    ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let sock = addr.trim().trim_start_matches("unix://");
+    ensure!(!Path::new(sock).exists(), "shim socket {sock} left");
+    // A new pod starts fine afterwards.
+    let (pod2, pcfg2, _) = e.pod("after")?;
+    let c = e.pods.cri.start_container(
+        &pod2,
+        &cri::container_config("a", IMAGE, &["sleep", "100000"]),
+        &pcfg2,
+    )?;
+    ensure!(e.pods.cri.container_status(&c)?.state == ContainerState::ContainerRunning as i32);
+    e.pods.cri.remove_pod(&pod2)
+}
+
+fn fifty_concurrent_execs(e: &mut Env) -> Result<()> {
+    let (pod, pcfg, _) = e.pod("execs")?;
+    let c = e.pods.cri.start_container(
+        &pod,
+        &cri::container_config("a", IMAGE, &["sleep", "100000"]),
+        &pcfg,
+    )?;
+    let addr = e.pods.containerd.address();
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let (addr, c) = (addr.clone(), c.clone());
+            std::thread::spawn(move || -> Result<(i32, String)> {
+                let mut cri = Cri::connect(&addr)?;
+                let out =
+                    cri.exec_sync(&c, &["sh", "-c", &format!("echo {i}; exit {}", i % 7)], 60)?;
+                Ok((
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                ))
             })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (code, out) = h.join().map_err(|_| anyhow::anyhow!("panic"))??;
+        ensure!(
+            code == (i % 7) as i32 && out == format!("{i}\n"),
+            "exec {i}: {code} {out:?}"
+        );
+    }
+    let shim = e.shims();
+    ensure!(
+        zombie_children(shim[0].pid).is_empty(),
+        "zombies under the shim"
+    );
+    e.pods.cri.remove_pod(&pod)
+}
+
+fn twenty_containers_in_a_pod_concurrently(e: &mut Env) -> Result<()> {
+    let (pod, pcfg, _) = e.pod("twenty")?;
+    let addr = e.pods.containerd.address();
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let (addr, pod, pcfg) = (addr.clone(), pod.clone(), pcfg.clone());
+            std::thread::spawn(move || -> Result<()> {
+                let mut cri = Cri::connect(&addr)?;
+                let c = cri.start_container(
+                    &pod,
+                    &cri::container_config(
+                        &format!("c{i}"),
+                        IMAGE,
+                        &["sh", "-c", &format!("exit {}", i % 5)],
+                    ),
+                    &pcfg,
+                )?;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let st = cri.container_status(&c)?;
+                    if st.state == ContainerState::ContainerExited as i32 {
+                        ensure!(st.exit_code == i % 5, "c{i}: exit code {}", st.exit_code);
+                        break;
+                    }
+                    ensure!(Instant::now() < deadline, "c{i} never exited");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                cri.remove_container(&c)
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("panic"))??;
+    }
+    e.pods.cri.remove_pod(&pod)
+}
+
+fn soak_create_delete_cycles_in_one_shim(e: &mut Env) -> Result<()> {
+    let cycles: usize = std::env::var("SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let (pod, pcfg, _) = e.pod("soak")?;
+    let events_log = e.pods.work.join("soak-events.log");
+    let mut events = e
+        .pods
+        .containerd
+        .ctr_cmd(&["events"])
+        .stdout(std::fs::File::create(&events_log)?)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let shim = e.shims().first().context("pod shim")?.pid;
+    let mut ids = Vec::new();
+    let mut cycle = |i: usize| soak_cycle(&mut e.pods.cri, &pod, &pcfg, i);
+    for i in 0..5 {
+        ids.push(cycle(i)?);
+    }
+    let (fd0, threads0, rss0) = (
+        fds(shim),
+        status_of("Threads:", shim),
+        status_of("VmRSS:", shim),
+    );
+    for i in 5..cycles {
+        ids.push(cycle(i)?);
+    }
+    // Descriptors of the last cycle close as its copies finish.
+    let _ = eventually(
+        "the last cycle's descriptors to close",
+        Duration::from_secs(10),
+        || Ok(fds(shim) <= fd0 + 2),
+    );
+    let (fd1, threads1, rss1) = (
+        fds(shim),
+        status_of("Threads:", shim),
+        status_of("VmRSS:", shim),
+    );
+    let _ = events.kill();
+    let _ = events.wait();
+    println!(
+        "    soak: {cycles} cycles; shim fds {fd0} -> {fd1}, threads {threads0} -> {threads1}, RSS {rss0} -> {rss1} KiB"
+    );
+    ensure!(fd1 <= fd0 + 2, "descriptors grew {fd0} -> {fd1}");
+    ensure!(
+        threads1 <= threads0 + 2,
+        "threads grew {threads0} -> {threads1}"
+    );
+    ensure!(rss1 <= rss0 + 1024, "RSS grew {rss0} -> {rss1} KiB");
+    ensure!(zombie_children(shim).is_empty(), "zombies under the shim");
+    each_cycle_has_its_events(&std::fs::read_to_string(&events_log)?, &ids)?;
+    e.pods.cri.remove_pod(&pod)
+}
+
+/// One soak cycle: container attempt `i` starts, exits and is removed; its id.
+fn soak_cycle(cri: &mut Cri, pod: &str, pcfg: &cri::PodSandboxConfig, i: usize) -> Result<String> {
+    let c = cri.start_container(
+        pod,
+        &cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: "cycler".into(),
+                attempt: i as u32,
+            }),
+            ..cri::container_config("cycler", IMAGE, &["sh", "-c", "echo x; exit 3"])
+        },
+        pcfg,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cri.container_status(&c)?.state != ContainerState::ContainerExited as i32 {
+        ensure!(Instant::now() < deadline, "cycle {i}: no exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cri.remove_container(&c)?;
+    Ok(c)
+}
+
+/// Every cycle's container has exactly create, start, exit, delete in the events `log`.
+fn each_cycle_has_its_events(log: &str, ids: &[String]) -> Result<()> {
+    for id in ids {
+        let needle = format!("\"container_id\":\"{id}\"");
+        let topics: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
             .collect();
-        for (i, h) in handles.into_iter().enumerate() {
-            let (code, out) = h.join().map_err(|_| anyhow::anyhow!("panic"))??;
-            ensure!(
-                code == (i % 7) as i32 && out == format!("{i}\n"),
-                "exec {i}: {code} {out:?}"
-            );
-        }
-        let shim = e.shims();
         ensure!(
-            zombie_children(shim[0].pid).is_empty(),
-            "zombies under the shim"
+            topics
+                == [
+                    "/tasks/create",
+                    "/tasks/start",
+                    "/tasks/exit",
+                    "/tasks/delete"
+                ],
+            "{id}: {topics:?}"
         );
-        e.pods.cri.remove_pod(&pod)
-    });
+    }
+    Ok(())
+}
 
-    r.run(
-        &format!("{p}/twenty_containers_in_a_pod_concurrently"),
-        || {
-            let (pod, pcfg, _) = e.pod("twenty")?;
-            let addr = e.pods.containerd.address();
-            let handles: Vec<_> = (0..20)
-                .map(|i| {
-                    let (addr, pod, pcfg) = (addr.clone(), pod.clone(), pcfg.clone());
-                    std::thread::spawn(move || -> Result<()> {
-                        let mut cri = Cri::connect(&addr)?;
-                        let c = cri.start_container(
-                            &pod,
-                            &cri::container_config(
-                                &format!("c{i}"),
-                                IMAGE,
-                                &["sh", "-c", &format!("exit {}", i % 5)],
-                            ),
-                            &pcfg,
-                        )?;
-                        let deadline = Instant::now() + Duration::from_secs(60);
-                        loop {
-                            let st = cri.container_status(&c)?;
-                            if st.state == ContainerState::ContainerExited as i32 {
-                                ensure!(st.exit_code == i % 5, "c{i}: exit code {}", st.exit_code);
-                                break;
-                            }
-                            ensure!(Instant::now() < deadline, "c{i} never exited");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        cri.remove_container(&c)
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join().map_err(|_| anyhow::anyhow!("panic"))??;
-            }
-            e.pods.cri.remove_pod(&pod)
-        },
+fn flooding_container_and_file_modes(e: &mut Env) -> Result<()> {
+    let (pod, pcfg, dir) = e.pod("flood")?;
+    let c = e.pods.cri.start_container(
+        &pod,
+        &cri::container_config("yes", IMAGE, &["yes", "flood"]),
+        &pcfg,
+    )?;
+    let shim = e.shims().first().context("pod shim")?.pid;
+    let log = dir.join("yes.log");
+    eventually("the flood to start", Duration::from_secs(30), || {
+        Ok(std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20))
+    })?;
+    let rss0 = status_of("VmRSS:", shim);
+    // A measurement window, not a synchronisation: the flood runs on meanwhile.
+    std::thread::sleep(Duration::from_secs(4));
+    let rss1 = status_of("VmRSS:", shim);
+    ensure!(
+        rss1 <= rss0 + 2048,
+        "shim RSS grew under a flood: {rss0} -> {rss1} KiB"
     );
-
-    r.run(&format!("{p}/soak_create_delete_cycles_in_one_shim"), || {
-        let cycles: usize = std::env::var("SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-        let (pod, pcfg, _) = e.pod("soak")?;
-        let events_log = e.pods.work.join("soak-events.log");
-        let mut events = e
-            .pods
-            .containerd
-            .ctr_cmd(&["events"])
-            .stdout(std::fs::File::create(&events_log)?)
-            .stderr(Stdio::null())
-            .spawn()?;
-        let shim = e.shims().first().context("pod shim")?.pid;
-        let mut ids = Vec::new();
-        let mut cycle = |i: usize| -> Result<String> {
-            let c = e.pods.cri.start_container(
-                &pod,
-                &cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata { name: "cycler".into(), attempt: i as u32 }),
-                    ..cri::container_config("cycler", IMAGE, &["sh", "-c", "echo x; exit 3"])
-                },
-                &pcfg,
-            )?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while e.pods.cri.container_status(&c)?.state != ContainerState::ContainerExited as i32 {
-                ensure!(Instant::now() < deadline, "cycle {i}: no exit");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            e.pods.cri.remove_container(&c)?;
-            Ok(c)
-        };
-        for i in 0..5 {
-            ids.push(cycle(i)?);
-        }
-        let (fd0, threads0, rss0) = (fds(shim), status_of("Threads:", shim), status_of("VmRSS:", shim));
-        for i in 5..cycles {
-            ids.push(cycle(i)?);
-        }
-        // Descriptors of the last cycle close as its copies finish.
-        let _ = eventually("the last cycle's descriptors to close", Duration::from_secs(10), || {
-            Ok(fds(shim) <= fd0 + 2)
-        });
-        let (fd1, threads1, rss1) = (fds(shim), status_of("Threads:", shim), status_of("VmRSS:", shim));
-        let _ = events.kill();
-        let _ = events.wait();
-        println!("    soak: {cycles} cycles; shim fds {fd0} -> {fd1}, threads {threads0} -> {threads1}, RSS {rss0} -> {rss1} KiB");
-        ensure!(fd1 <= fd0 + 2, "descriptors grew {fd0} -> {fd1}");
-        ensure!(threads1 <= threads0 + 2, "threads grew {threads0} -> {threads1}");
-        ensure!(rss1 <= rss0 + 1024, "RSS grew {rss0} -> {rss1} KiB");
-        ensure!(zombie_children(shim).is_empty(), "zombies under the shim");
-        let log = std::fs::read_to_string(&events_log)?;
-        for id in &ids {
-            let needle = format!("\"container_id\":\"{id}\"");
-            let topics: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains(&needle))
-                .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
-                .collect();
-            ensure!(
-                topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"],
-                "{id}: {topics:?}"
-            );
-        }
-        e.pods.cri.remove_pod(&pod)
-    });
-
-    r.run(&format!("{p}/flooding_container_and_file_modes"), || {
-        let (pod, pcfg, dir) = e.pod("flood")?;
-        let c = e.pods.cri.start_container(
-            &pod,
-            &cri::container_config("yes", IMAGE, &["yes", "flood"]),
-            &pcfg,
-        )?;
-        let shim = e.shims().first().context("pod shim")?.pid;
-        let log = dir.join("yes.log");
-        eventually("the flood to start", Duration::from_secs(30), || {
-            Ok(std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20))
-        })?;
-        let rss0 = status_of("VmRSS:", shim);
-        // A measurement window, not a synchronisation: the flood runs on meanwhile.
-        std::thread::sleep(Duration::from_secs(4));
-        let rss1 = status_of("VmRSS:", shim);
-        ensure!(
-            rss1 <= rss0 + 2048,
-            "shim RSS grew under a flood: {rss0} -> {rss1} KiB"
-        );
-        ensure!(
-            std::fs::metadata(dir.join("yes.log"))?.len() > 1 << 20,
-            "the flood reached the log"
-        );
-        let bundle = e
-            .pods
-            .containerd
-            .work
-            .join(format!("state/io.containerd.runtime.v2.task/k8s.io/{c}"));
-        let mode = std::fs::metadata(bundle.join("state.json"))?
-            .permissions()
-            .mode()
-            & 0o777;
-        ensure!(mode == 0o600, "state.json mode {mode:o}");
-        let addr = std::fs::read_to_string(bundle.join("address"))?;
-        let sock = addr.trim().trim_start_matches("unix://");
-        let mode = std::fs::metadata(sock)?.permissions().mode() & 0o777;
-        ensure!(mode == 0o600, "socket mode {mode:o}");
-        e.pods.cri.stop_container(&c, 1)?;
-        e.pods.cri.remove_pod(&pod)
-    });
+    ensure!(
+        std::fs::metadata(dir.join("yes.log"))?.len() > 1 << 20,
+        "the flood reached the log"
+    );
+    let bundle = e
+        .pods
+        .containerd
+        .work
+        .join(format!("state/io.containerd.runtime.v2.task/k8s.io/{c}"));
+    let mode = std::fs::metadata(bundle.join("state.json"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    ensure!(mode == 0o600, "state.json mode {mode:o}");
+    let addr = std::fs::read_to_string(bundle.join("address"))?;
+    let sock = addr.trim().trim_start_matches("unix://");
+    let mode = std::fs::metadata(sock)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "socket mode {mode:o}");
+    e.pods.cri.stop_container(&c, 1)?;
+    e.pods.cri.remove_pod(&pod)
 }
 
 fn main() -> ExitCode {

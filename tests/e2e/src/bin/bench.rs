@@ -393,7 +393,20 @@ impl Bench {
     fn ctr_remove(&self, id: &str) {
         let c = self.c();
         let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-        std::thread::sleep(Duration::from_millis(300));
+        // Delete once the kill has taken effect (or there was no task): `delete -f` of a
+        // task still running would kill it again. No deadline error: `delete -f` follows.
+        let _ = runner::eventually(
+            &format!("task {id} to stop"),
+            Duration::from_secs(10),
+            || {
+                let ls = c.ctr_ok(&["task", "ls"])?;
+                let status = ls
+                    .lines()
+                    .find(|l| l.split_whitespace().next() == Some(id))
+                    .and_then(|l| l.split_whitespace().nth(2));
+                Ok(status.is_none_or(|s| s == "STOPPED"))
+            },
+        );
         let _ = c.ctr(&["task", "delete", "-f", id]);
         let _ = c.ctr(&["containers", "rm", id]);
     }

@@ -100,13 +100,24 @@ fn pod_demo_in(cd: &ContainerdBuild, rs: &RunscBuild, work: &std::path::Path) ->
         1,
     );
     std::fs::write(&runsc_toml, toml)?;
+    run_pod_through_installed(cd, work, &config)?;
+    shim_cmd(&[&["uninstall"], &paths[..]].concat())?;
+    println!("OK: a pod ran inside gVisor through CRI and containerd-shim-runsc-v1");
+    Ok(())
+}
 
+/// Starts containerd with the installed `config`, runs the demo pod and removes it.
+fn run_pod_through_installed(
+    cd: &ContainerdBuild,
+    work: &std::path::Path,
+    config: &std::path::Path,
+) -> Result<()> {
     let mut ctd = Containerd::start(
         cd,
         &work.join("ctd"),
         &work.join("bin/containerd-shim-runsc-v1"),
         &Config {
-            config_file: Some(config.clone()),
+            config_file: Some(config.to_path_buf()),
             ..Config::default()
         },
     )?;
@@ -135,37 +146,38 @@ fn pod_demo_in(cd: &ContainerdBuild, rs: &RunscBuild, work: &std::path::Path) ->
     let outcome = (|| -> Result<()> {
         let app_id = cri.start_container(&pod, &app, &pod_cfg)?;
         cri.start_container(&pod, &sidecar, &pod_cfg)?;
-        let log = logs.join("app.log");
-        runner::eventually("the app's log", std::time::Duration::from_secs(30), || {
-            Ok(std::fs::read_to_string(&log)?.contains("hello from a gVisor pod"))
-        })?;
-        println!("== {} (the CRI log kubectl logs reads)", log.display());
-        print!("{}", std::fs::read_to_string(&log)?);
-        println!("== ExecSync(app, cat /proc/version) (what kubectl exec runs)");
-        let out = cri.exec_sync(&app_id, &["cat", "/proc/version"], 10)?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-        let shims = e2e::leftovers::shims(&ctd.address());
-        println!(
-            "== shim processes for this pod: {} ({})",
-            shims.len(),
-            shims
-                .iter()
-                .map(|p| format!("pid {}", p.pid))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        ensure!(
-            std::fs::read_to_string(&log)?.contains("Starting gVisor"),
-            "the pod did not run under gVisor"
-        );
-        ensure!(shims.len() == 1, "expected one shim for the pod");
-        Ok(())
+        show_pod(&mut cri, &ctd, &app_id, &logs.join("app.log"))
     })();
     cri.remove_pod(&pod)?;
     ctd.stop();
-    outcome?;
-    shim_cmd(&[&["uninstall"], &paths[..]].concat())?;
-    println!("OK: a pod ran inside gVisor through CRI and containerd-shim-runsc-v1");
+    outcome
+}
+
+/// Prints what the demo pod shows (its log, an exec, its shim) and checks it ran in gVisor.
+fn show_pod(cri: &mut Cri, ctd: &Containerd, app_id: &str, log: &std::path::Path) -> Result<()> {
+    runner::eventually("the app's log", std::time::Duration::from_secs(30), || {
+        Ok(std::fs::read_to_string(log)?.contains("hello from a gVisor pod"))
+    })?;
+    println!("== {} (the CRI log kubectl logs reads)", log.display());
+    print!("{}", std::fs::read_to_string(log)?);
+    println!("== ExecSync(app, cat /proc/version) (what kubectl exec runs)");
+    let out = cri.exec_sync(app_id, &["cat", "/proc/version"], 10)?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let shims = e2e::leftovers::shims(&ctd.address());
+    println!(
+        "== shim processes for this pod: {} ({})",
+        shims.len(),
+        shims
+            .iter()
+            .map(|p| format!("pid {}", p.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    ensure!(
+        std::fs::read_to_string(log)?.contains("Starting gVisor"),
+        "the pod did not run under gVisor"
+    );
+    ensure!(shims.len() == 1, "expected one shim for the pod");
     Ok(())
 }
 
