@@ -657,7 +657,7 @@ fn masked_and_readonly_paths(env: &mut PodEnv) -> Result<()> {
     let pod = new_pod(env, "masked")?;
     let mut cfg = cri::container_config("a", IMAGE, &["sleep", "100000"]);
     cfg.mounts.push(cri::Mount {
-        container_path: "/opt/tools".into(),
+        container_path: "/mnt/tools".into(),
         host_path: tools.display().to_string(),
         ..Default::default()
     });
@@ -666,22 +666,22 @@ fn masked_and_readonly_paths(env: &mut PodEnv) -> Result<()> {
         .as_mut()
         .and_then(|l| l.security_context.as_mut())
         .context("no security context")?;
-    sc.masked_paths = vec!["/opt/tools/ls".into(), "/etc/group".into()];
+    sc.masked_paths = vec!["/mnt/tools/ls".into(), "/etc/group".into()];
     sc.readonly_paths = vec!["/tmp".into()];
     let c = env.cri.start_container(&pod.id, &cfg, &pod.cfg)?;
 
     let ls = env
         .cri
-        .exec_sync(&c, &["/bin/sh", "-c", "/opt/tools/ls /"], 10)?;
+        .exec_sync(&c, &["/bin/sh", "-c", "/mnt/tools/ls /"], 10)?;
     ensure!(
         ls.exit_code != 0 && String::from_utf8_lossy(&ls.stderr).contains("Permission denied"),
-        "masked /opt/tools/ls ran: {ls:?}"
+        "masked /mnt/tools/ls ran: {ls:?}"
     );
     let echo = env
         .cri
-        .exec_sync(&c, &["/opt/tools/echo", "unmasked"], 10)?;
+        .exec_sync(&c, &["/mnt/tools/echo", "unmasked"], 10)?;
     ensure!(echo.stdout == b"unmasked\n", "the unmasked copy: {echo:?}");
-    for file in ["/opt/tools/ls", "/etc/group"] {
+    for file in ["/mnt/tools/ls", "/etc/group"] {
         let cat = env.cri.exec_sync(&c, &["cat", file], 10)?;
         ensure!(
             cat.exit_code == 0 && cat.stdout.is_empty(),
@@ -701,9 +701,9 @@ fn masked_and_readonly_paths(env: &mut PodEnv) -> Result<()> {
 }
 
 /// A mount with `Bidirectional` propagation (containerd: mount option `rshared`, root
-/// propagation `rshared`) is refused at CreateContainer with the mount named and what gVisor
-/// supports; the pod stays usable. containerd itself insists that the host path is on a
-/// shared mount, so the test makes one.
+/// propagation `rshared`) is refused when containerd creates the task (StartContainer), with
+/// the mount named and what gVisor supports; the pod stays usable. containerd itself insists
+/// that the host path is on a shared mount, so the test makes one.
 fn bidirectional_propagation_refused(env: &mut PodEnv) -> Result<()> {
     reset(env);
     let dir = env.logs.join("propagation");
@@ -736,7 +736,7 @@ fn bidirectional_propagation_refused(env: &mut PodEnv) -> Result<()> {
             err.contains("Bidirectional (rshared)")
                 && err.contains("/mnt/shared")
                 && err.contains("HostToContainer (rslave)"),
-            "CreateContainer with a Bidirectional mount: {err:?}"
+            "starting a container with a Bidirectional mount: {err:?}"
         );
         let ok = container(env, &pod, "b", &["sleep", "100000"])?;
         let out = env.cri.exec_sync(&ok, &["echo", "fine"], 10)?;
