@@ -1,4 +1,5 @@
-//! Finds the program of a container's process in its root filesystem before `runsc create`.
+//! Finds the program of a container's process in its root filesystem before `runsc create`;
+//! the path resolver inside a rootfs is shared with [`crate::masked`].
 //!
 //! runc fails `create` when the program does not exist; runsc 20221219 only notices at
 //! `start`, after containerd was told the task exists (containerd's client suite,
@@ -109,7 +110,7 @@ pub fn check(root: &Path, spec: &Value) -> Result<(), String> {
 }
 
 /// A mount destination made absolute and cleaned of `.`/`..` (containerd cleans them too).
-fn normalize(dest: &str) -> PathBuf {
+pub(crate) fn normalize(dest: &str) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in Path::new(dest).components() {
         match c {
@@ -123,9 +124,23 @@ fn normalize(dest: &str) -> PathBuf {
     out
 }
 
-/// Looks `path` (absolute, inside the container) up in `root`, resolving symlinks as the
-/// container would see them: absolute targets start again at `root`, `..` stops at it.
-fn lookup(root: &Path, path: &Path, mounts: &[PathBuf]) -> Found {
+/// Where a path of the container leads in its root filesystem.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    /// An existing file of the rootfs: its path in the container, symlinks resolved.
+    Rootfs(PathBuf),
+    /// Nothing there.
+    Missing,
+    /// The path (symlinks resolved up to there) reaches a mount destination: what follows is
+    /// the mount's, not the rootfs's.
+    UnderMount(PathBuf),
+}
+
+/// Resolves `path` (absolute, inside the container) in `root`, following symlinks as the
+/// container would see them: absolute targets start again at `root`, `..` stops at it. A
+/// path never leaves `root`. `mounts` are the (normalized) mount destinations of the spec;
+/// `/` among them is ignored.
+pub(crate) fn resolve(root: &Path, path: &Path, mounts: &[PathBuf]) -> Resolved {
     let under_mount = |p: &Path| {
         mounts
             .iter()
@@ -141,19 +156,27 @@ fn lookup(root: &Path, path: &Path, mounts: &[PathBuf]) -> Found {
         }
         let next = cur.join(&part);
         if under_mount(&next) {
-            return Found::Unknown;
+            let mut rest = next;
+            for c in todo {
+                if c == ".." {
+                    rest.pop();
+                } else {
+                    rest.push(c);
+                }
+            }
+            return Resolved::UnderMount(rest);
         }
         let host = root.join(next.strip_prefix("/").unwrap_or(&next));
         let Ok(meta) = std::fs::symlink_metadata(&host) else {
-            return Found::Missing;
+            return Resolved::Missing;
         };
         if meta.file_type().is_symlink() {
             links += 1;
             let Ok(target) = std::fs::read_link(&host) else {
-                return Found::Missing;
+                return Resolved::Missing;
             };
             if links > MAX_LINKS {
-                return Found::Missing;
+                return Resolved::Missing;
             }
             if target.is_absolute() {
                 cur = PathBuf::from("/");
@@ -165,6 +188,16 @@ fn lookup(root: &Path, path: &Path, mounts: &[PathBuf]) -> Found {
             cur = next;
         }
     }
+    Resolved::Rootfs(cur)
+}
+
+/// Looks `path` (absolute, inside the container) up in `root` (see [`resolve`]).
+fn lookup(root: &Path, path: &Path, mounts: &[PathBuf]) -> Found {
+    let cur = match resolve(root, path, mounts) {
+        Resolved::Rootfs(p) => p,
+        Resolved::Missing => return Found::Missing,
+        Resolved::UnderMount(_) => return Found::Unknown,
+    };
     let host = root.join(cur.strip_prefix("/").unwrap_or(&cur));
     match std::fs::metadata(&host) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Found::Executable,

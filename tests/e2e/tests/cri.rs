@@ -139,6 +139,13 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("oom_killed_reason", oom_killed_reason),
     ("reopen_container_log", reopen_container_log),
+    ("masked_and_readonly_paths", masked_and_readonly_paths),
+    (
+        "bidirectional_propagation_refused",
+        bidirectional_propagation_refused,
+    ),
+    ("missing_sysctl_refused", missing_sysctl_refused),
+    ("runtime_default_seccomp_runs", runtime_default_seccomp_runs),
     (
         "ten_pods_created_and_removed_leave_nothing",
         ten_pods_created_and_removed_leave_nothing,
@@ -685,4 +692,160 @@ fn sandbox_api_refused(env: &mut PodEnv, _p: &str) -> Result<()> {
     eventually("the refused shim to exit", Duration::from_secs(30), || {
         Ok(shims_of_it() == 0)
     })
+}
+
+/// `maskedPaths` / `readonlyPaths` (critest's MaskedPaths and ReadonlyPaths): a masked file
+/// reads empty and cannot be executed, a read-only path cannot be written. The image's
+/// `/bin/ls` is a symlink to busybox (masking it would mask busybox itself), so the masked
+/// program is a copy of busybox named `ls` in a volume, next to an unmasked copy.
+fn masked_and_readonly_paths(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let tools = env.logs.join("masked-tools");
+    std::fs::create_dir_all(&tools)?;
+    for name in ["ls", "echo"] {
+        std::fs::copy(e2e::image::BUSYBOX, tools.join(name))?;
+    }
+    let pod = new_pod(env, "masked")?;
+    let mut cfg = cri::container_config("a", IMAGE, &["sleep", "100000"]);
+    cfg.mounts.push(cri::Mount {
+        container_path: "/mnt/tools".into(),
+        host_path: tools.display().to_string(),
+        ..Default::default()
+    });
+    let sc = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .context("no security context")?;
+    sc.masked_paths = vec!["/mnt/tools/ls".into(), "/etc/group".into()];
+    sc.readonly_paths = vec!["/tmp".into()];
+    let c = env.cri.start_container(&pod.id, &cfg, &pod.cfg)?;
+
+    let ls = env
+        .cri
+        .exec_sync(&c, &["/bin/sh", "-c", "/mnt/tools/ls /"], 10)?;
+    ensure!(
+        ls.exit_code != 0 && String::from_utf8_lossy(&ls.stderr).contains("Permission denied"),
+        "masked /mnt/tools/ls ran: {ls:?}"
+    );
+    let echo = env
+        .cri
+        .exec_sync(&c, &["/mnt/tools/echo", "unmasked"], 10)?;
+    ensure!(echo.stdout == b"unmasked\n", "the unmasked copy: {echo:?}");
+    for file in ["/mnt/tools/ls", "/etc/group"] {
+        let cat = env.cri.exec_sync(&c, &["cat", file], 10)?;
+        ensure!(
+            cat.exit_code == 0 && cat.stdout.is_empty(),
+            "cat {file}: {cat:?}"
+        );
+    }
+    let touch = env.cri.exec_sync(&c, &["touch", "/tmp/x"], 10)?;
+    ensure!(
+        touch.exit_code != 0
+            && String::from_utf8_lossy(&touch.stderr).contains("Read-only file system"),
+        "touch /tmp/x: {touch:?}"
+    );
+    // The rest of the rootfs stays writable.
+    let other = env.cri.exec_sync(&c, &["touch", "/root/x"], 10)?;
+    ensure!(other.exit_code == 0, "touch /root/x: {other:?}");
+    env.cri.remove_pod(&pod.id)
+}
+
+/// A mount with `Bidirectional` propagation (containerd: mount option `rshared`, root
+/// propagation `rshared`) is refused when containerd creates the task (StartContainer), with
+/// the mount named and what gVisor supports; the pod stays usable. containerd itself insists
+/// that the host path is on a shared mount, so the test makes one.
+fn bidirectional_propagation_refused(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let dir = env.logs.join("propagation");
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.display().to_string();
+    let mount = |args: &[&str]| -> Result<()> {
+        let st = std::process::Command::new("mount").args(args).status()?;
+        ensure!(st.success(), "mount {args:?}: {st}");
+        Ok(())
+    };
+    mount(&["--bind", &d, &d])?;
+    let result = (|| {
+        mount(&["--make-rshared", &d])?;
+        let pod = new_pod(env, "bidir")?;
+        let mut cfg = cri::container_config("a", IMAGE, &["sleep", "100000"]);
+        cfg.mounts.push(cri::Mount {
+            container_path: "/mnt/shared".into(),
+            host_path: d.clone(),
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        });
+        let err = env
+            .cri
+            .start_container(&pod.id, &cfg, &pod.cfg)
+            .map(drop)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        ensure!(
+            err.contains("Bidirectional (rshared)")
+                && err.contains("/mnt/shared")
+                && err.contains("HostToContainer (rslave)"),
+            "starting a container with a Bidirectional mount: {err:?}"
+        );
+        let ok = container(env, &pod, "b", &["sleep", "100000"])?;
+        let out = env.cri.exec_sync(&ok, &["echo", "fine"], 10)?;
+        ensure!(out.stdout == b"fine\n", "{out:?}");
+        env.cri.remove_pod(&pod.id)
+    })();
+    let _ = std::process::Command::new("umount").arg(&d).status();
+    result
+}
+
+/// A pod sysctl gVisor does not implement (critest's "safe sysctls") is refused at
+/// RunPodSandbox, naming it, instead of a pod running without it.
+fn missing_sysctl_refused(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let log_dir = env.logs.join("sysctl");
+    std::fs::create_dir_all(&log_dir)?;
+    let mut cfg = cri::pod_config(
+        "sysctl",
+        "uid-sysctl",
+        &log_dir,
+        &format!("{}/podsysctl", env.cgroup_base),
+    );
+    cfg.linux
+        .as_mut()
+        .context("no linux config")?
+        .sysctls
+        .insert("kernel.shm_rmid_forced".into(), "1".into());
+    let err = env
+        .cri
+        .run_pod(&cfg, HANDLER)
+        .map(drop)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    ensure!(
+        err.contains("kernel.shm_rmid_forced=1 (gVisor does not implement it)"),
+        "RunPodSandbox with kernel.shm_rmid_forced: {err:?}"
+    );
+    reset(env);
+    Ok(())
+}
+
+/// A pod with the RuntimeDefault seccomp profile (the kubelet's default with SeccompDefault)
+/// runs: runsc filters at most the container's own process, and the shim only warns.
+fn runtime_default_seccomp_runs(env: &mut PodEnv, _p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "seccomp")?;
+    let mut cfg = cri::container_config("a", IMAGE, &["sleep", "100000"]);
+    cfg.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .context("no security context")?
+        .seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let c = env.cri.start_container(&pod.id, &cfg, &pod.cfg)?;
+    let out = env.cri.exec_sync(&c, &["echo", "filtered-or-not"], 10)?;
+    ensure!(out.stdout == b"filtered-or-not\n", "{out:?}");
+    env.cri.remove_pod(&pod.id)
 }

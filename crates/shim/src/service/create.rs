@@ -221,9 +221,10 @@ impl Inner {
         undo: &mut Undo,
     ) -> Result<Arc<Container>> {
         let cfg = load_config(req)?;
-        let prepared = self.prepare_spec(req)?;
+        let mut prepared = self.prepare_spec(req)?;
+        check_pod_features(req, &cfg, &prepared)?;
         let runsc = self.runsc_for(req, &cfg, &prepared, undo)?;
-        let rootfs = prepare_bundle(req, &prepared, &runsc, undo).await?;
+        let rootfs = prepare_bundle(req, &mut prepared, &runsc, undo).await?;
         let since = Instant::now();
         let pid = self.run_create(req, &cfg, &prepared, &runsc, undo).await?;
         let Prepared { spec, kind, .. } = prepared;
@@ -446,6 +447,30 @@ impl Inner {
     }
 }
 
+/// Refuses what gVisor cannot give a pod (Bidirectional mount propagation, sysctls) and warns
+/// about a seccomp profile runsc applies in part or not at all.
+fn check_pod_features(req: &CreateRequest, cfg: &ShimConfig, prepared: &Prepared) -> Result<()> {
+    let json = &prepared.spec.json;
+    crate::podcheck::check(json).map_err(|e| match e {
+        Error::InvalidArgument(m) => {
+            Error::InvalidArgument(format!("cannot create task {}: {m}", req.id))
+        }
+        e => e,
+    })?;
+    let oci_seccomp = cfg
+        .runsc_config
+        .get("oci-seccomp")
+        .is_some_and(|v| cgroups::parse_go_bool(v) == Some(true));
+    // Once per shim (one shim serves a whole pod): most pods carry a profile.
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Some(warning) = crate::podcheck::seccomp_warning(json, oci_seccomp)
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(id = %req.id, "{warning}");
+    }
+    Ok(())
+}
+
 /// The configuration the request's options point at.
 fn load_config(req: &CreateRequest) -> Result<ShimConfig> {
     let cfg = ShimConfig::load(req.options.as_ref())?;
@@ -463,11 +488,10 @@ fn load_config(req: &CreateRequest) -> Result<ShimConfig> {
 /// Returns the rootfs this shim mounted.
 async fn prepare_bundle(
     req: &CreateRequest,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     runsc: &Runsc,
     undo: &mut Undo,
 ) -> Result<Option<PathBuf>> {
-    let spec = &prepared.spec;
     let rootfs = (!req.rootfs.is_empty()).then(|| req.bundle.join("rootfs"));
     let opts = runsc.opts();
     PersistedState {
@@ -484,11 +508,17 @@ async fn prepare_bundle(
         mount_rootfs(req.rootfs.clone(), rootfs.clone()).await?;
         undo.rootfs = Some(rootfs.clone());
     }
+    let spec = &mut prepared.spec;
     if !spec.root.is_dir() {
         return Err(Error::InvalidArgument(format!(
             "container rootfs {} does not exist or is not a directory",
             spec.root.display()
         )));
+    }
+    // Masked and read-only paths as mounts (runsc ignores the spec's lists); the rootfs must
+    // be mounted to resolve them.
+    if crate::masked::apply(&mut spec.json, &spec.root) {
+        write_spec(&req.bundle, &spec.json)?;
     }
     // Like runc, fail the create (not the start) when the program is missing.
     crate::program::check(&spec.root, &spec.json).map_err(|reason| {
