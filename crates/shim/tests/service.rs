@@ -190,6 +190,7 @@ impl Fixture {
             rootfs: Vec::new(),
             stdio: StdioConfig::default(),
             options: Some(options),
+            checkpoint: None,
         }
     }
 
