@@ -26,7 +26,7 @@ use tracing::Instrument;
 use ttrpc::r#async::TtrpcContext;
 
 use crate::convert;
-use crate::errors::{to_ttrpc, unimplemented};
+use crate::errors::to_ttrpc;
 use crate::logging::LogControl;
 
 /// ttrpc service names this shim answers to.
