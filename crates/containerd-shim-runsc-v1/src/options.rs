@@ -64,6 +64,33 @@ pub(crate) fn decode(type_url: &str, value: &[u8]) -> Result<Option<RuntimeOptio
     Ok(None)
 }
 
+/// Type URL suffix of runc's checkpoint options (what containerd clients send with a
+/// checkpoint, for any runtime).
+const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
+
+/// The options of a Checkpoint request: runc's `CheckpointOptions` (`exit`, `image_path`
+/// are honoured; `work_path` and the CRIU-only fields mean nothing to runsc). Options of any
+/// other type are ignored with a warning; malformed ones are an error.
+pub(crate) fn checkpoint(
+    type_url: &str,
+    value: &[u8],
+) -> Result<containerd_shim_protos::shim::oci::CheckpointOptions, Error> {
+    if type_url.is_empty() && value.is_empty() {
+        return Ok(Default::default());
+    }
+    if name(type_url) != RUNC_CHECKPOINT_OPTIONS {
+        tracing::warn!(type_url, "ignoring checkpoint options of an unknown type");
+        return Ok(Default::default());
+    }
+    let o = containerd_shim_protos::shim::oci::CheckpointOptions::parse_from_bytes(value).map_err(
+        |e| Error::InvalidArgument(format!("malformed checkpoint options ({type_url}): {e}")),
+    )?;
+    if !o.work_path.is_empty() {
+        tracing::info!(work_path = %o.work_path, "checkpoint work path ignored: runsc has no use for it");
+    }
+    Ok(o)
+}
+
 /// The `ShimCgroup` of runc's option types (what `ctr run --runc-shim-cgroup`, the client's
 /// `WithShimCgroup` and containerd's runtime `options` table set), if the options are one of
 /// them and name a cgroup.
@@ -82,6 +109,32 @@ pub(crate) fn runc_shim_cgroup(type_url: &str, value: &[u8]) -> Option<String> {
         _ => return None,
     };
     Some(cgroup).filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use containerd_shim_protos::protobuf::Message as _;
+    use containerd_shim_protos::shim::oci::CheckpointOptions;
+
+    #[test]
+    fn runc_checkpoint_options_decode() {
+        let o = CheckpointOptions {
+            exit: true,
+            image_path: "/img".into(),
+            ..Default::default()
+        };
+        let bytes = o.write_to_bytes().unwrap();
+        let got = super::checkpoint(
+            "types.containerd.io/containerd.runc.v1.CheckpointOptions",
+            &bytes,
+        )
+        .unwrap();
+        assert!(got.exit);
+        assert_eq!(got.image_path, "/img");
+        assert!(!super::checkpoint("", &[]).unwrap().exit);
+        assert!(!super::checkpoint("x.y.Other", &[1, 2]).unwrap().exit);
+        assert!(super::checkpoint("containerd.runc.v1.CheckpointOptions", &[0xff, 0xff]).is_err());
+    }
 }
 
 #[cfg(test)]

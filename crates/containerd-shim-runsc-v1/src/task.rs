@@ -21,12 +21,12 @@ use containerd_shim_protos::types::task::{ProcessInfo, Status as PbStatus};
 use runsc_shim::Service;
 use runsc_shim::io::StdioConfig;
 use runsc_shim::process::Status;
-use runsc_shim::service::{CreateRequest, ExecRequest};
+use runsc_shim::service::{CheckpointRequest, CreateRequest, ExecRequest};
 use tracing::Instrument;
 use ttrpc::r#async::TtrpcContext;
 
 use crate::convert;
-use crate::errors::{to_ttrpc, unimplemented};
+use crate::errors::to_ttrpc;
 use crate::logging::LogControl;
 
 /// ttrpc service names this shim answers to.
@@ -113,11 +113,6 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> TResult<CreateTaskResponse> {
-        if !req.checkpoint.is_empty() {
-            return Err(unimplemented(
-                "restoring a checkpoint is not supported by containerd-shim-runsc-v1",
-            ));
-        }
         let create = CreateRequest {
             id: req.id.clone(),
             bundle: req.bundle.clone().into(),
@@ -134,6 +129,7 @@ impl Task for TaskService {
                 }
                 None => None,
             },
+            checkpoint: (!req.checkpoint.is_empty()).then(|| req.checkpoint.clone().into()),
         };
         let pid = rpc!("create", req.id, "", self.svc.create(create))?;
         if let Some(cfg) = self.svc.config_of(&req.id) {
@@ -213,10 +209,19 @@ impl Task for TaskService {
     }
 
     async fn checkpoint(&self, _: &TtrpcContext, req: CheckpointTaskRequest) -> TResult<Empty> {
-        tracing::info!(id = %req.id, "checkpoint requested: not supported");
-        Err(unimplemented(
-            "checkpoint is not supported by containerd-shim-runsc-v1 (use `runsc checkpoint`)",
-        ))
+        let opts = match req.options.as_ref() {
+            Some(a) => {
+                crate::options::checkpoint(&a.type_url, &a.value).map_err(|e| to_ttrpc(&e))?
+            }
+            None => Default::default(),
+        };
+        let ck = CheckpointRequest {
+            path: req.path.clone().into(),
+            exit: opts.exit,
+            image_path: (!opts.image_path.is_empty()).then(|| opts.image_path.clone().into()),
+        };
+        rpc!("checkpoint", req.id, "", self.svc.checkpoint(&req.id, ck))?;
+        Ok(Empty::new())
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TResult<Empty> {

@@ -17,7 +17,9 @@ use tokio::net::unix::pipe;
 
 use crate::error::Error;
 use crate::logjson;
-use crate::opts::{CreateOpts, DeleteOpts, ExecOpts, GlobalOpts, KillOpts};
+use crate::opts::{
+    CheckpointOpts, CreateOpts, DeleteOpts, ExecOpts, GlobalOpts, KillOpts, RestoreOpts,
+};
 use crate::spawn::{ExitStatus, Spawned, Spawner};
 use crate::types::{Event, ProcessInfo, State, Stats, Version, WaitResult};
 
@@ -188,6 +190,26 @@ impl Runsc {
     pub async fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), Error> {
         let args = vec!["update".into(), "--resources=-".into(), id.into()];
         self.run_captured("update", args, Some(resources_json))
+            .await
+            .map(drop)
+    }
+
+    /// `runsc checkpoint`: saves the state of the container's whole sandbox.
+    pub async fn checkpoint(&self, id: &str, opts: &CheckpointOpts) -> Result<(), Error> {
+        self.run_captured("checkpoint", opts.args(id), None)
+            .await
+            .map(drop)
+    }
+
+    /// `runsc restore --detach`. Into a created container (runsc 2024 and later), or, for
+    /// runsc builds that restore without a prior create, as a new sandbox that gets `stdio`.
+    pub async fn restore(
+        &self,
+        id: &str,
+        opts: &RestoreOpts,
+        stdio: StdioFds,
+    ) -> Result<(), Error> {
+        self.run("restore", opts.args(id), Io::Provided(stdio))
             .await
             .map(drop)
     }

@@ -36,7 +36,9 @@ mod types;
 pub use client::{Runsc, StdioFds};
 pub use error::{Error, FailureKind};
 pub use logjson::log_errors;
-pub use opts::{CreateOpts, DeleteOpts, ExecOpts, GlobalOpts, KillOpts, LogFormat};
+pub use opts::{
+    CheckpointOpts, CreateOpts, DeleteOpts, ExecOpts, GlobalOpts, KillOpts, LogFormat, RestoreOpts,
+};
 pub use root::RootEntry;
 pub use spawn::{ExitStatus, Spawned, Spawner, TokioSpawner};
 pub use types::{

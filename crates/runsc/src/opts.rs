@@ -143,6 +143,62 @@ impl ExecOpts {
     }
 }
 
+/// Options of `runsc checkpoint`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointOpts {
+    /// `--image-path`: the directory the image is written to.
+    pub image_path: PathBuf,
+    /// `--leave-running`: the container goes on running after the checkpoint (otherwise its
+    /// sandbox exits).
+    pub leave_running: bool,
+}
+
+impl CheckpointOpts {
+    pub(crate) fn args(&self, id: &str) -> Vec<OsString> {
+        let mut args = vec![
+            "checkpoint".into(),
+            flag_path("--image-path", &self.image_path),
+        ];
+        if self.leave_running {
+            args.push("--leave-running".into());
+        }
+        args.push(id.into());
+        args
+    }
+}
+
+/// Options of `runsc restore` (always `--detach`: runsc returns once the container runs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOpts {
+    /// `--image-path`: the directory holding the checkpoint image.
+    pub image_path: PathBuf,
+    /// `--bundle`.
+    pub bundle: PathBuf,
+    /// `--pid-file`: runsc writes the sandbox pid here.
+    pub pid_file: Option<PathBuf>,
+    /// `--console-socket`: runsc sends the pty master over this unix socket.
+    pub console_socket: Option<PathBuf>,
+}
+
+impl RestoreOpts {
+    pub(crate) fn args(&self, id: &str) -> Vec<OsString> {
+        let mut args = vec![
+            "restore".into(),
+            flag_path("--image-path", &self.image_path),
+            flag_path("--bundle", &self.bundle),
+            "--detach".into(),
+        ];
+        if let Some(p) = &self.pid_file {
+            args.push(flag_path("--pid-file", p));
+        }
+        if let Some(p) = &self.console_socket {
+            args.push(flag_path("--console-socket", p));
+        }
+        args.push(id.into());
+        args
+    }
+}
+
 /// Options of `runsc kill`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KillOpts {
@@ -226,6 +282,35 @@ mod tests {
                 "--bundle=/b",
                 "--pid-file=/b/init.pid",
                 "--console-socket=/tmp/c.sock",
+                "c1"
+            ]
+        );
+    }
+
+    #[test]
+    fn checkpoint_and_restore_args() {
+        let c = CheckpointOpts {
+            image_path: "/ck".into(),
+            leave_running: true,
+        };
+        assert_eq!(
+            strs(c.args("c1")),
+            ["checkpoint", "--image-path=/ck", "--leave-running", "c1"]
+        );
+        let r = RestoreOpts {
+            image_path: "/ck".into(),
+            bundle: "/b".into(),
+            pid_file: Some("/b/init.pid".into()),
+            console_socket: None,
+        };
+        assert_eq!(
+            strs(r.args("c1")),
+            [
+                "restore",
+                "--image-path=/ck",
+                "--bundle=/b",
+                "--detach",
+                "--pid-file=/b/init.pid",
                 "c1"
             ]
         );

@@ -255,6 +255,20 @@ impl Version {
         }
         v
     }
+
+    /// The release date in the version string (`0.0~20221219.0`, `release-20240729.0`):
+    /// the first run of eight digits starting with `20`. `None` for a build without one.
+    pub fn date(&self) -> Option<u32> {
+        let b = self.version.as_bytes();
+        (0..b.len().saturating_sub(7)).find_map(|i| {
+            let run = &b[i..i + 8];
+            let starts_run = i == 0 || !b[i - 1].is_ascii_digit();
+            let ends_run = b.get(i + 8).is_none_or(|c| !c.is_ascii_digit());
+            (starts_run && ends_run && run.starts_with(b"20") && run.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(run).ok()?.parse().ok())
+                .flatten()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -306,5 +320,10 @@ mod tests {
         let v = Version::parse("runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n");
         assert_eq!(v.version, "0.0~20221219.0");
         assert_eq!(v.spec, "1.0.2-dev");
+        assert_eq!(v.date(), Some(20221219));
+        let v = Version::parse("runsc version release-20240729.0\n");
+        assert_eq!(v.date(), Some(20240729));
+        assert_eq!(Version::parse("runsc version dev\n").date(), None);
+        assert_eq!(Version::parse("runsc version 1.2024072912\n").date(), None);
     }
 }

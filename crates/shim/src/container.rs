@@ -11,6 +11,16 @@ use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::spec::ContainerKind;
 
+/// Where and how a task created from a checkpoint is restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFrom {
+    /// The checkpoint image directory (holds `checkpoint.img`).
+    pub image: PathBuf,
+    /// Whether runsc restores into the container `runsc create` made (runsc 20240729 and
+    /// later); otherwise `runsc restore` makes the sandbox itself (runsc 20221219).
+    pub into_created: bool,
+}
+
 /// One task served by this shim.
 #[derive(Debug)]
 pub struct Container {
@@ -36,6 +46,8 @@ pub struct Container {
     pub sandbox_cgroup: Option<crate::cgroups::Cgroup>,
     /// The limits the container's spec sets.
     pub limits: crate::cgroups::stats::SpecLimits,
+    /// The checkpoint the init process is restored from at Start, if it was created from one.
+    pub restore: Option<RestoreFrom>,
     /// The init process.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -73,6 +85,7 @@ impl Container {
             oom: None,
             sandbox_cgroup: None,
             limits: Default::default(),
+            restore: None,
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
         }

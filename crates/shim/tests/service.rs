@@ -17,7 +17,7 @@ use runsc_shim::events::{Event, EventSink};
 use runsc_shim::io::StdioConfig;
 use runsc_shim::process::Status;
 use runsc_shim::reaper::{Reaper, ReaperSpawner};
-use runsc_shim::service::{CreateRequest, ExecRequest, Options, Service};
+use runsc_shim::service::{CheckpointRequest, CreateRequest, ExecRequest, Options, Service};
 
 /// The scripted fake runsc (shared with the binary's tests).
 const FAKE: &str = include_str!("support/fake-runsc.sh");
@@ -190,6 +190,7 @@ impl Fixture {
             rootfs: Vec::new(),
             stdio: StdioConfig::default(),
             options: Some(options),
+            checkpoint: None,
         }
     }
 
@@ -1373,4 +1374,184 @@ async fn concurrent_pod_creates_of_ids_that_prefix_each_other() {
     f.svc.kill("pod", "", 9, false).await.unwrap();
     f.svc.wait("pod", "").await.unwrap();
     f.svc.delete("pod", "").await.unwrap();
+}
+
+/// A checkpoint image directory as runsc writes it.
+fn image_dir(f: &Fixture, name: &str, content: &str) -> PathBuf {
+    let dir = f.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("checkpoint.img"), content).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn checkpoint_leave_running_then_exit() {
+    let f = Fixture::new();
+    f.svc.create(f.request("c1")).await.unwrap();
+    let req = |path: PathBuf, exit| CheckpointRequest {
+        path,
+        exit,
+        image_path: None,
+    };
+    // Not started yet: nothing to checkpoint.
+    let err = f
+        .svc
+        .checkpoint("c1", req(f.dir.path().join("ck0"), false))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot checkpoint task c1: it is created"),
+        "{err}"
+    );
+    f.svc.start("c1", "").await.unwrap();
+    let ck1 = f.dir.path().join("ck1");
+    f.svc
+        .checkpoint("c1", req(ck1.clone(), false))
+        .await
+        .unwrap();
+    assert!(ck1.join("checkpoint.img").is_file());
+    assert_eq!(f.svc.state("c1", "").unwrap().status, Status::Running);
+    // runc's image_path option: the image is also placed there.
+    let also = f.dir.path().join("also");
+    let ck2 = f.dir.path().join("ck2");
+    f.svc
+        .checkpoint(
+            "c1",
+            CheckpointRequest {
+                path: ck2,
+                exit: true,
+                image_path: Some(also.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(also.join("checkpoint.img").is_file());
+    tokio::time::timeout(Duration::from_secs(10), f.svc.wait("c1", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(f.calls().iter().any(|c| c == "checkpoint c1"));
+    let err = f
+        .svc
+        .checkpoint("c1", req(f.dir.path().join("ck3"), false))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("it is stopped"), "{err}");
+    f.svc.delete("c1", "").await.unwrap();
+    assert_eq!(
+        f.events.topics("c1"),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn old_runsc_cannot_leave_a_checkpointed_task_running() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.dir.path().join("version"),
+        "runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n",
+    )
+    .unwrap();
+    f.svc.create(f.request("c1")).await.unwrap();
+    f.svc.start("c1", "").await.unwrap();
+    let err = f
+        .svc
+        .checkpoint(
+            "c1",
+            CheckpointRequest {
+                path: f.dir.path().join("ck"),
+                exit: false,
+                image_path: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unimplemented(_)), "{err:?}");
+    assert!(err.to_string().contains("runsc 0.0~20221219.0"), "{err}");
+    assert_eq!(f.svc.state("c1", "").unwrap().status, Status::Running);
+    f.svc.kill("c1", "", 9, false).await.unwrap();
+    f.svc.wait("c1", "").await.unwrap();
+    f.svc.delete("c1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn restore_into_a_created_container() {
+    let f = Fixture::new();
+    let image = image_dir(&f, "img", "image of c0");
+    let mut req = f.request("c1");
+    req.checkpoint = Some(image);
+    let pid = f.svc.create(req).await.unwrap();
+    assert!(pid > 0, "runsc create made the sandbox");
+    assert_eq!(f.svc.state("c1", "").unwrap().status, Status::Created);
+    assert_eq!(f.svc.start("c1", "").await.unwrap(), pid);
+    assert_eq!(f.svc.state("c1", "").unwrap().status, Status::Running);
+    let calls = f.calls();
+    assert!(calls.contains(&"create c1".to_owned()) && calls.contains(&"restore c1".to_owned()));
+    assert!(!calls.contains(&"start c1".to_owned()), "{calls:?}");
+    f.svc.kill("c1", "", 9, false).await.unwrap();
+    f.svc.wait("c1", "").await.unwrap();
+    f.svc.delete("c1", "").await.unwrap();
+    assert_eq!(
+        f.events.topics("c1"),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn old_runsc_restores_without_create() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.dir.path().join("version"),
+        "runsc version 0.0~20221219.0\n",
+    )
+    .unwrap();
+    let mut req = f.request("c1");
+    req.checkpoint = Some(image_dir(&f, "img", "image of c0"));
+    assert_eq!(f.svc.create(req).await.unwrap(), 0);
+    assert!(!f.calls().contains(&"create c1".to_owned()));
+    let pid = f.svc.start("c1", "").await.unwrap();
+    assert!(pid > 0 && sandbox_alive(pid));
+    assert_eq!(f.svc.state("c1", "").unwrap().pid, pid);
+    f.svc.kill("c1", "", 9, false).await.unwrap();
+    f.svc.wait("c1", "").await.unwrap();
+    f.svc.delete("c1", "").await.unwrap();
+    assert!(!sandbox_alive(pid));
+}
+
+#[tokio::test]
+async fn bad_checkpoint_images_are_refused_and_nothing_is_left() {
+    let f = Fixture::new();
+    // No image file at all: refused at create, nothing made.
+    let mut req = f.request("c1");
+    req.checkpoint = Some(f.dir.path().join("empty"));
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(err.contains("has no checkpoint.img"), "{err}");
+    assert!(!f.calls().contains(&"create c1".to_owned()));
+    assert_eq!(f.svc.task_count(), 0);
+    // A corrupt image: runsc's error at start; the created sandbox goes, the task ends.
+    let mut req = f.request("c2");
+    req.checkpoint = Some(image_dir(&f, "bad", "garbage"));
+    let pid = f.svc.create(req).await.unwrap();
+    let err = f.svc.start("c2", "").await.unwrap_err().chain();
+    assert!(err.contains("restore task c2 from checkpoint"), "{err}");
+    assert!(err.contains("bad magic header"), "{err}");
+    tokio::time::timeout(Duration::from_secs(10), f.svc.wait("c2", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!sandbox_alive(pid));
+    f.svc.delete("c2", "").await.unwrap();
+    assert!(f.svc.shutdown());
 }

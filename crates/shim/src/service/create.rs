@@ -48,6 +48,8 @@ pub struct CreateRequest {
     pub stdio: StdioConfig,
     /// The runtime options, if containerd sent any.
     pub options: Option<config::RuntimeOptions>,
+    /// A checkpoint image directory to restore the task from (at Start).
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// What must be undone if create fails half way.
@@ -224,9 +226,21 @@ impl Inner {
         let mut prepared = self.prepare_spec(req)?;
         check_pod_features(req, &cfg, &prepared)?;
         let runsc = self.runsc_for(req, &cfg, &prepared, undo)?;
+        let restore = match &req.checkpoint {
+            Some(image) => {
+                Some(super::checkpoint::restore_plan(req, &prepared.kind, image, &runsc).await?)
+            }
+            None => None,
+        };
         let rootfs = prepare_bundle(req, &mut prepared, &runsc, undo).await?;
         let since = Instant::now();
-        let pid = self.run_create(req, &cfg, &prepared, &runsc, undo).await?;
+        let pid = if restore.as_ref().is_some_and(|r| !r.into_created) {
+            // runsc makes the sandbox at the restore (Start): only the stdio is opened now.
+            self.open_io(req, &cfg, undo).await?;
+            0
+        } else {
+            self.run_create(req, &cfg, &prepared, &runsc, undo).await?
+        };
         let Prepared { spec, kind, .. } = prepared;
 
         let init = Process::new(None, req.stdio.clone());
@@ -245,13 +259,19 @@ impl Inner {
             spec.own_pid_namespace(),
             init,
         );
+        container.limits = SpecLimits::from_spec(&spec.json);
+        container.restore = restore;
+        if pid == 0 {
+            // Restored at Start into a sandbox that does not exist yet.
+            *undo = Undo::default();
+            return Ok(Arc::new(container));
+        }
         if kind.is_root() {
             container.oom = crate::oom::OomCounter::for_pid(pid);
         }
         // The sandbox's host cgroup (the pid runsc reports is the sandbox's, for every
         // container of a pod) and the container's own limits, for statistics.
         container.sandbox_cgroup = Cgroup::of_pid(pid);
-        container.limits = SpecLimits::from_spec(&spec.json);
         let container = Arc::new(container);
         if kind.is_root() {
             // The sandbox exits with the root container's status (a signal inside the sandbox
@@ -385,6 +405,18 @@ impl Inner {
             )));
         }
         creating.insert(id.to_owned(), Some(root.clone()));
+        Ok(())
+    }
+
+    /// Opens the stdio only (left in `undo`), for a sandbox that `runsc restore` makes later.
+    async fn open_io(&self, req: &CreateRequest, cfg: &ShimConfig, undo: &mut Undo) -> Result<()> {
+        let owner = IoOwner {
+            namespace: &self.namespace,
+            id: &req.id,
+            uid: cfg.io_uid,
+            gid: cfg.io_gid,
+        };
+        undo.io = Some(ProcessIo::open(&req.stdio, owner, &self.reaper).await?);
         Ok(())
     }
 

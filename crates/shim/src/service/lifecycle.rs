@@ -30,6 +30,9 @@ impl Service {
                 "cannot start task {id}: it is {status:?}"
             )));
         }
+        if let Some(restore) = &c.restore {
+            return Box::pin(self.inner.start_restored(&c, restore)).await;
+        }
         let stdio = if c.kind.is_root() {
             StdioFds::default()
         } else {
@@ -200,7 +203,10 @@ impl Inner {
     /// `runsc delete --force` of container `c`, if runsc still has it under its exact id.
     /// runsc resolves ids by prefix: once `we` is gone, `runsc delete --force we` would delete
     /// a sibling `web`.
-    async fn runsc_delete(&self, c: &Container) -> std::result::Result<(), runsc::Error> {
+    pub(super) async fn runsc_delete(
+        &self,
+        c: &Container,
+    ) -> std::result::Result<(), runsc::Error> {
         if !c.runsc.has_container(&c.id, &c.sandbox_id) {
             tracing::debug!(id = %c.id, "runsc has no such container: nothing to delete");
             return Ok(());

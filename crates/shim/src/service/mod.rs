@@ -5,6 +5,7 @@
 //! create` of one container never blocks requests for another, and the exit of a process is
 //! recorded (and its event sent) only after a concurrent start has finished.
 
+mod checkpoint;
 mod create;
 mod exec;
 mod lifecycle;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+pub use checkpoint::CheckpointRequest;
 pub use create::CreateRequest;
 pub use exec::ExecRequest;
 pub use query::{ProcessEntry, ProcessStatus};
