@@ -342,3 +342,46 @@ pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `ctr events` of a containerd's namespace, written to a file while this lives.
+#[derive(Debug)]
+pub struct EventLog {
+    child: Child,
+    file: PathBuf,
+}
+
+impl EventLog {
+    /// Subscribes to `c`'s events (its current namespace), writing them to `file`.
+    pub fn start(c: &Containerd, file: PathBuf) -> Result<EventLog> {
+        let child = c
+            .ctr_cmd(&["events"])
+            .stdout(std::fs::File::create(&file)?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start ctr events")?;
+        Ok(EventLog { child, file })
+    }
+
+    /// Everything seen so far, a line per event.
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Topics of the events seen for container `id`, in the order containerd published them.
+    pub fn topics(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        self.text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

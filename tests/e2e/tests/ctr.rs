@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::containerd::{Config, Containerd, Out, run};
+use e2e::containerd::{Config, Containerd, EventLog, Out, run};
 use e2e::leftovers;
 use e2e::pods::IMAGE;
 use e2e::runner::{self, Runner};
@@ -29,8 +29,7 @@ struct Env {
     runsc_toml: String,
     runsc_root: PathBuf,
     work: PathBuf,
-    events: Child,
-    events_log: PathBuf,
+    events: EventLog,
 }
 
 impl Env {
@@ -62,20 +61,13 @@ impl Env {
         )?;
         let c = Containerd::start(cd, &work.join("containerd"), shim, &Config::default())?;
         c.import(image)?;
-        let events_log = work.join("events.log");
-        let events = c
-            .ctr_cmd(&["events"])
-            .stdout(std::fs::File::create(&events_log)?)
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start ctr events")?;
+        let events = EventLog::start(&c, work.join("events.log"))?;
         Ok(Env {
             c,
             runsc_toml: runsc_toml.display().to_string(),
             runsc_root,
             work: work.to_path_buf(),
             events,
-            events_log,
         })
     }
 
@@ -172,7 +164,7 @@ impl Env {
         let needle = format!("\"id\":\"{id}\"");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let log = std::fs::read_to_string(&self.events_log).unwrap_or_default();
+            let log = self.events.text();
             let line = log
                 .lines()
                 .rfind(|l| l.contains("/tasks/exit") && l.contains(&needle));
@@ -188,22 +180,11 @@ impl Env {
 
     /// Topics of the events seen for container `id`, in order.
     fn topics(&self, id: &str) -> Vec<String> {
-        let needle = format!("\"container_id\":\"{id}\"");
-        std::fs::read_to_string(&self.events_log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find(|w| w.starts_with("/tasks/"))
-                    .map(str::to_owned)
-            })
-            .collect()
+        self.events.topics(id)
     }
 
     fn stop(mut self) -> Result<()> {
-        let _ = self.events.kill();
-        let _ = self.events.wait();
+        drop(self.events);
         self.c.stop();
         // What is left now was left by the shim.
         let shims = leftovers::shims(&self.c.address());

@@ -25,7 +25,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use e2e::containerd::run;
+use e2e::containerd::{EventLog, run};
 use e2e::cri::{self, ContainerState, Cri};
 use e2e::leftovers;
 use e2e::node;
@@ -467,50 +467,12 @@ fn check_metrics(env: &PodEnv, handler: &str, app: &str) -> Result<()> {
     Ok(())
 }
 
-/// `ctr events` of the environment's namespace, written to a file while it lives.
-struct EventLog {
-    child: std::process::Child,
-    file: std::path::PathBuf,
-}
-
-impl EventLog {
-    fn start(env: &PodEnv, name: &str) -> Result<EventLog> {
-        let file = env.work.join(format!("events-{name}.log"));
-        let child = env
-            .containerd
-            .ctr_cmd(&["events"])
-            .stdout(std::fs::File::create(&file)?)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("ctr events")?;
-        Ok(EventLog { child, file })
-    }
-
-    /// Topics of the events of container `id`, in the order containerd published them.
-    fn topics(&self, id: &str) -> Vec<String> {
-        let needle = format!("\"container_id\":\"{id}\"");
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for EventLog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A container past the pod's memory ends OOMKilled with 137; under our shim containerd
 /// hears TaskOOM before TaskExit.
 fn over_limit_is_oomkilled(env: &mut PodEnv, handler: &str) -> Result<()> {
     let pod = kubelet_pod(env, &format!("oom-{handler}"), handler)?;
-    let events = match EventLog::start(env, &pod.id) {
+    let log = env.work.join(format!("events-{}.log", pod.id));
+    let events = match EventLog::start(&env.containerd, log) {
         Ok(events) => events,
         Err(e) => return Err(abandon(env, pod, e)),
     };
