@@ -16,7 +16,7 @@
 //!   mounts in spec order; a later mount covers an earlier one).
 //!
 //! Paths are resolved inside the rootfs as the container will see them (symlinks followed,
-//! never leaving the rootfs), with [`crate::program::resolve`]. Paths under `/proc` and `/sys`
+//! never leaving the rootfs), with `program::resolve`. Paths under `/proc` and `/sys`
 //! are left to gVisor: there these are the sentry's own synthetic filesystems, with no host
 //! data (containerd's defaults, `/proc/kcore`, `/proc/keys`, `/proc/timer_list`, `/proc/acpi`,
 //! `/proc/scsi`, ..., do not exist in them), and a mount over a missing `/proc` entry would
