@@ -289,11 +289,24 @@ fn killed_shim_is_cleaned_up(e: &mut Env) -> Result<()> {
     let st = e.pods.cri.container_status(&a)?;
     ensure!(st.exit_code != 0, "{st:?}");
     e.pods.cri.remove_pod(&pod)?;
-    eventually("runsc processes to go", Duration::from_secs(20), || {
-        Ok(leftovers::runsc_processes(&e.pods.runsc_root).is_empty())
+    // containerd cleans up after a dead shim in the background (it runs the shim's `delete`,
+    // which unmounts the rootfs), so RemovePodSandbox may answer first: poll.
+    let state = e.pods.containerd.work.join("state");
+    eventually(
+        "runsc processes and mounts to go",
+        Duration::from_secs(20),
+        || {
+            Ok(leftovers::runsc_processes(&e.pods.runsc_root).is_empty()
+                && leftovers::mounts_under(&state).is_empty())
+        },
+    )
+    .with_context(|| {
+        format!(
+            "left: runsc {:?}, mounts {:?}",
+            leftovers::runsc_processes(&e.pods.runsc_root),
+            leftovers::mounts_under(&state)
+        )
     })?;
-    let mounts = leftovers::mounts_under(&e.pods.containerd.work.join("state"));
-    ensure!(mounts.is_empty(), "mounts left: {mounts:?}");
     let sock = addr.trim().trim_start_matches("unix://");
     ensure!(!Path::new(sock).exists(), "shim socket {sock} left");
     // A new pod starts fine afterwards.
