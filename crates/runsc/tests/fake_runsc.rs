@@ -2,7 +2,9 @@
 //! the JSON log, and the deadline.
 #![allow(clippy::unwrap_used, reason = "test helpers")]
 
-use std::os::unix::fs::PermissionsExt;
+#[path = "../../shim/tests/support/executable.rs"]
+mod executable;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,8 +44,7 @@ exit 0
 
 fn fake(dir: &Path) -> PathBuf {
     let path = dir.join("runsc");
-    std::fs::write(&path, FAKE).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable::write_executable(&path, FAKE);
     path
 }
 

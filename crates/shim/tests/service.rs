@@ -7,6 +7,9 @@
 //! to `<root>/<id>.exit` once started.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
+#[path = "support/executable.rs"]
+mod executable;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,8 +135,7 @@ impl Fixture {
     fn with_timeout(timeout: Duration) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("runsc");
-        std::fs::write(&fake, FAKE).unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        executable::write_executable(&fake, FAKE);
         std::fs::write(
             dir.path().join("runsc.toml"),
             format!(

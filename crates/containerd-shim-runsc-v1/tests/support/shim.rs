@@ -8,6 +8,9 @@
 //! spawns inherits both, and the test reaches the socket through that directory).
 //! containerd 2.3 names a socket directory in its bootstrap parameters: a test directory.
 
+#[path = "../../../shim/tests/support/executable.rs"]
+mod executable;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -90,8 +93,7 @@ impl World {
     pub async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("runsc");
-        std::fs::write(&fake, FAKE_RUNSC).unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        executable::write_executable(&fake, FAKE_RUNSC);
         let toml = format!(
             "binary_name = \"{}\"\nroot = \"{}\"\n",
             fake.display(),
