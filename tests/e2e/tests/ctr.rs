@@ -911,16 +911,18 @@ fn read_count(e: &Env, id: &str, exec_id: &str) -> Result<u64> {
 
 /// Waits until the counter of `id` reaches `at_least`; returns it.
 fn count_reaches(e: &Env, id: &str, at_least: u64) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for n in 0.. {
-        let count = read_count(e, id, &format!("w{n}")).unwrap_or(0);
-        if count >= at_least {
-            return Ok(count);
-        }
-        ensure!(Instant::now() < deadline, "{id} counts too slowly: {count}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    unreachable!()
+    let (mut n, mut count) = (0, 0);
+    runner::eventually(
+        &format!("{id} to count to {at_least}"),
+        Duration::from_secs(20),
+        || {
+            n += 1;
+            count = read_count(e, id, &format!("w{n}")).unwrap_or(0);
+            Ok(count >= at_least)
+        },
+    )
+    .with_context(|| format!("{id} counts too slowly: {count}"))?;
+    Ok(count)
 }
 
 /// `ctr container checkpoint --task` of a counter, the container deleted, `ctr container
