@@ -348,8 +348,10 @@ fn large_output_is_complete(e: &Env, _rs: &RunscBuild) -> Result<()> {
 
 /// Shell run first in a `ctr -t` container or exec: ctr sends ResizePty only after Start
 /// returned, so the terminal starts at `0 0`; poll (10 s at most) until the size arrives.
-/// Where `stty` fails (runsc 20221219 in exec'd processes) the loop ends at once.
-const AWAIT_RESIZE: &str = r#"i=0; while [ "$(stty size 2>/dev/null)" = "0 0" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#;
+/// A failing `stty` is polled too: runsc 20240729 once failed an exec's terminal ioctl
+/// ("No child processes", what runsc 20221219 answers in exec'd processes, where the test
+/// expects no size).
+const AWAIT_RESIZE: &str = r#"i=0; while s="$(stty size 2>/dev/null)"; [ -z "$s" -o "$s" = "0 0" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#;
 
 fn terminal_and_resize(e: &Env, _rs: &RunscBuild) -> Result<()> {
     let line = format!(
