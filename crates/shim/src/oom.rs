@@ -51,6 +51,28 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
 /// The memory cgroup file holding the OOM counter for process `pid`, below `cgroup_root`
 /// (normally `/sys/fs/cgroup`).
 fn counter_file(pid: i32, cgroup_root: &Path) -> Option<PathBuf> {
+    memory_cgroup_file(pid, cgroup_root, "memory.oom_control", "memory.events")
+}
+
+/// The file holding the memory charged to the cgroup of process `pid` (everything the host
+/// counts against its limit): `memory.usage_in_bytes` on cgroup v1, `memory.current` on v2.
+pub fn usage_file(pid: i32) -> Option<PathBuf> {
+    memory_cgroup_file(
+        pid,
+        Path::new(crate::cgroups::host::CGROUP_ROOT),
+        "memory.usage_in_bytes",
+        "memory.current",
+    )
+}
+
+/// Reads a file holding one number (`memory.current`, `memory.usage_in_bytes`).
+pub fn read_number(file: &Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// File `v1` of the v1 memory cgroup of process `pid`, or else file `v2` of its v2 cgroup,
+/// whichever exists.
+fn memory_cgroup_file(pid: i32, cgroup_root: &Path, v1: &str, v2: &str) -> Option<PathBuf> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     // cgroup v1: "4:memory:/path"; v2 (unified): "0::/path".
     for line in cgroups.lines() {
@@ -58,10 +80,7 @@ fn counter_file(pid: i32, cgroup_root: &Path) -> Option<PathBuf> {
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         let rel = path.trim_start_matches('/');
         if controllers.split(',').any(|c| c == "memory") {
-            let f = cgroup_root
-                .join("memory")
-                .join(rel)
-                .join("memory.oom_control");
+            let f = cgroup_root.join("memory").join(rel).join(v1);
             if f.exists() {
                 return Some(f);
             }
@@ -69,9 +88,7 @@ fn counter_file(pid: i32, cgroup_root: &Path) -> Option<PathBuf> {
     }
     for line in cgroups.lines() {
         if let Some(path) = line.strip_prefix("0::") {
-            let f = cgroup_root
-                .join(path.trim_start_matches('/'))
-                .join("memory.events");
+            let f = cgroup_root.join(path.trim_start_matches('/')).join(v2);
             if f.exists() {
                 return Some(f);
             }

@@ -170,6 +170,7 @@ impl Fixture {
             events.clone(),
             Options {
                 runsc_timeout: timeout,
+                memory_check_interval: Duration::from_millis(20),
                 ..Options::default()
             },
         );
@@ -224,6 +225,23 @@ impl Fixture {
         });
         std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
         req
+    }
+
+    /// Like [`Fixture::pod_request`], for a container with its own memory limit.
+    fn limited_pod_request(&self, id: &str, limit: u64) -> CreateRequest {
+        let req = self.pod_request(id, "container");
+        let config = req.bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        spec["linux"] = serde_json::json!({"resources": {"memory": {"limit": limit}}});
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+        req
+    }
+
+    /// How many times the fake ran `runsc <sub> <id>`.
+    fn count_calls(&self, sub: &str, id: &str) -> usize {
+        let call = format!("{sub} {id}");
+        self.calls().iter().filter(|c| **c == call).count()
     }
 
     fn touch(&self, name: &str, content: &str) {
@@ -1524,4 +1542,91 @@ async fn bad_checkpoint_images_are_refused_and_nothing_is_left() {
     assert!(!sandbox_alive(pid));
     f.svc.delete("c2", "").await.unwrap();
     assert!(f.svc.shutdown());
+}
+
+/// Issue 14, item 2: a pod container over its own memory limit gets TaskOOM, then is killed
+/// (137), while a sibling under its own limit runs on. The limit (4 KiB) is below what the
+/// test's own cgroup holds, so the host gate is open and runsc is asked every interval.
+#[tokio::test]
+async fn pod_container_over_its_own_memory_limit_is_oom_killed() {
+    let f = Fixture::new();
+    f.svc.create(f.pod_request("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    for id in ["app", "side"] {
+        f.svc.create(f.limited_pod_request(id, 4096)).await.unwrap();
+        f.svc.start(id, "").await.unwrap();
+    }
+    f.touch("side.memory", "4096");
+    // Checked several times while both are within their limits: nothing happens.
+    let checked = || f.count_calls("events", "app") >= 3 && f.count_calls("events", "side") >= 3;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !checked() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(f.svc.state("app", "").unwrap().status, Status::Running);
+    f.touch("app.memory", "4097");
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("app", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 137);
+    assert_eq!(
+        f.events.topics("app"),
+        ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]
+    );
+    assert_eq!(f.svc.state("side", "").unwrap().status, Status::Running);
+    assert_eq!(f.events.topics("side"), ["/tasks/create", "/tasks/start"]);
+    f.svc.delete("app", "").await.unwrap();
+    f.svc.kill("side", "", 9, false).await.unwrap();
+    f.svc.wait("side", "").await.unwrap();
+    f.svc.delete("side", "").await.unwrap();
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
+}
+
+/// With runsc 20221219 every container's figure is the sandbox's: a container's own limit is
+/// enforced only while it is the one application container running in its pod.
+#[tokio::test]
+async fn runsc_2022_enforces_a_container_limit_only_alone_in_its_pod() {
+    let f = Fixture::new();
+    f.runsc_version_20221219();
+    f.svc.create(f.pod_request("pod", "sandbox")).await.unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    f.svc
+        .create(f.pod_request("side", "container"))
+        .await
+        .unwrap();
+    f.svc.start("side", "").await.unwrap();
+    f.touch("app.memory", "1000000");
+    f.svc
+        .create(f.limited_pod_request("app", 4096))
+        .await
+        .unwrap();
+    f.svc.start("app", "").await.unwrap();
+    // An absence: 15 check intervals with a sibling running, and no figure asked for.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.svc.state("app", "").unwrap().status, Status::Running);
+    assert_eq!(f.count_calls("events", "app"), 0);
+    f.svc.kill("side", "", 15, false).await.unwrap();
+    f.svc.wait("side", "").await.unwrap();
+    // Alone now: the sandbox's figure is the container's.
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("app", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 137);
+    assert_eq!(
+        f.events.topics("app"),
+        ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]
+    );
+    for id in ["app", "side"] {
+        f.svc.delete(id, "").await.unwrap();
+    }
+    f.svc.kill("pod", "", 9, false).await.unwrap();
+    f.svc.wait("pod", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
 }

@@ -58,6 +58,7 @@ impl Service {
         if !c.kind.is_root() {
             place_gofer(&c);
             self.inner.watch_sub_container(c.clone(), since);
+            self.inner.guard_memory(c.clone());
         }
         Ok(pid)
     }

@@ -9,6 +9,7 @@ mod checkpoint;
 mod create;
 mod exec;
 mod lifecycle;
+mod memlimit;
 mod query;
 
 use std::collections::HashMap;
@@ -55,6 +56,9 @@ pub struct Options {
     /// How long runsc may take to hand over a terminal once create/exec returned (it sends
     /// it before returning).
     pub console_timeout: std::time::Duration,
+    /// How often the memory use of a pod container with a limit of its own is checked
+    /// (see `memlimit`).
+    pub memory_check_interval: std::time::Duration,
 }
 
 impl Default for Options {
@@ -63,6 +67,7 @@ impl Default for Options {
             runsc_timeout: runsc::GlobalOpts::DEFAULT_TIMEOUT,
             kubelet_pods_dir: PathBuf::from(crate::podspec::KUBELET_PODS_DIR),
             console_timeout: std::time::Duration::from_secs(10),
+            memory_check_interval: std::time::Duration::from_millis(500),
         }
     }
 }

@@ -49,19 +49,35 @@ kill)
   id="$(resolve "$prev")" || exit 128
   target=""
   for a in "$@"; do case "$a" in --pid=*) target="${a#--pid=}";; esac; done
+  bypid="$target"
   if [ -z "$target" ]; then
     target=$(cat "$ctl/$id.pid" 2>/dev/null)
     # SIGKILL to the container ends the processes exec'd into it too, as in a real sandbox.
     [ "$last" = 9 ] && for p in $(cat "$ctl/$id.execs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
   fi
-  [ -n "$target" ] && kill -"$last" "$target" 2>/dev/null || fail "sandbox is not running" ;;
+  [ -n "$target" ] && kill -"$last" "$target" 2>/dev/null || fail "sandbox is not running"
+  # What the container's `runsc wait` reports: killed by this signal.
+  [ -n "$bypid" ] || echo "$last" > "$ctl/$id.signal" ;;
 delete)
   id="$(resolve "$last")" || exit 128
   # The sandbox and, as with a real sandbox, every process exec'd into it.
   for pid in $(cat "$ctl/$id.pid" "$ctl/$id.execs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-  rm -f "$ctl/$id.pid" "$ctl/$id.started" "$ctl/$id.execs" "$root/${id}_sandbox:"*.state ;;
+  rm -f "$ctl/$id.pid" "$ctl/$id.started" "$ctl/$id.execs" "$ctl/$id.signal" "$root/${id}_sandbox:"*.state ;;
 ps) id="$(resolve "$last")" || exit 128; printf '[1'; for p in $(cat "$ctl/$id.execs" 2>/dev/null); do printf ',%s' "$p"; done; echo ']' ;;
-events) resolve "$last" >/dev/null || exit 128; echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"pids":{"current":2}}}' ;;
+events)
+  id="$(resolve "$last")" || exit 128
+  # A test sets the container's memory usage in <id>.memory.
+  mem=$(cat "$ctl/$id.memory" 2>/dev/null || echo 0)
+  echo '{"type":"stats","id":"x","data":{"cpu":{"usage":{"total":5}},"memory":{"usage":{"usage":'"$mem"'}},"pids":{"current":2}}}' ;;
+wait)
+  # Until the container's process is gone (reaped, or a zombie): 128 + the signal it was
+  # killed with, else the code the test chose.
+  id="$(resolve "$last")" || exit 128
+  pid=$(cat "$ctl/$id.pid" 2>/dev/null)
+  while [ -n "$pid" ] && [ -e "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]; do sleep 0.02; done
+  code=$(cat "$ctl/$id.exit" 2>/dev/null || echo 0)
+  [ -f "$ctl/$id.signal" ] && code=$((128 + $(cat "$ctl/$id.signal")))
+  echo '{"id":"'"$id"'","exitStatus":'"$code"'}' ;;
 pause|resume|update) resolve "$last" >/dev/null || exit 128 ;;
 exec)
   id="$(resolve "$last")" || exit 128

@@ -1,0 +1,196 @@
+//! A container's own memory limit inside a shared pod sandbox.
+//!
+//! runc puts every container of a pod in a cgroup of its own with the container's memory
+//! limit, and the kernel OOM-kills the container that exceeds it. A gVisor pod is one sandbox
+//! in one host cgroup holding the pod total, and the sentry enforces no container limit
+//! (measured with runsc 20221219 and 20240729: a container limited to 32 MiB holds 100 MiB and
+//! runs on). The shim enforces it instead: a container that exceeds its limit gets TaskOOM,
+//! then SIGKILL, so it ends with 137 and CRI reports `OOMKilled`, while its siblings run on.
+//!
+//! The cost at rest is one read of the sandbox's host cgroup usage per container and check
+//! interval: a container's usage inside the sandbox cannot exceed what the host charges the
+//! whole sandbox, so runsc is asked for the container's own figure (`runsc events --stats`,
+//! one short-lived process) only while the sandbox as a whole holds more than the limit.
+//!
+//! runsc 20221219 reports the whole sandbox's usage for every container (measured), so there
+//! the figure is the container's own only while it is the one application container of its
+//! pod; with running siblings its limit cannot be told apart and is not enforced (a warning
+//! says so, once per container). Later builds report each container's own usage.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use runsc::KillOpts;
+
+use super::Inner;
+use crate::container::Container;
+use crate::events::Event;
+use crate::process::Status;
+
+/// The first runsc release measured to report each container's own memory usage.
+const PER_CONTAINER_USAGE_SINCE: u32 = 20240729;
+
+/// Without the sandbox's host usage to gate on, runsc is asked only every this many checks.
+const UNGATED_EVERY: u32 = 10;
+
+/// What one check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Under the limit (or not measurable now).
+    Within,
+    /// Its usage, over the limit.
+    Exceeded(u64),
+    /// The container is no longer running: the guard ends.
+    Done,
+}
+
+/// The guard of one container.
+struct Guard {
+    container: Arc<Container>,
+    limit: u64,
+    /// The sandbox's host cgroup usage file, if found.
+    gate: Option<PathBuf>,
+    /// Whether runsc reports the container's own usage (else the sandbox's).
+    own_usage: bool,
+    warned: bool,
+    checks: u32,
+}
+
+impl Inner {
+    /// Starts enforcing the memory limit of pod container `c`, just started, if it has one.
+    pub(super) fn guard_memory(self: &Arc<Self>, c: Arc<Container>) {
+        let Some(limit) = c.limits.memory else {
+            return;
+        };
+        if c.kind.is_root() {
+            // The sandbox's own host cgroup carries a root container's limit.
+            return;
+        }
+        let sandbox_pid = self
+            .table()
+            .get(&c.sandbox_id)
+            .map(|root| root.init.snapshot().pid);
+        let gate = sandbox_pid.and_then(|pid| crate::oom::usage_file(pid as i32));
+        if gate.is_none() {
+            tracing::info!(id = %c.id, "no host memory cgroup found for the sandbox: the container's memory limit is checked through runsc every {UNGATED_EVERY} intervals");
+        }
+        let inner = self.clone();
+        let interval = self.options.memory_check_interval;
+        tokio::spawn(async move {
+            let own_usage = match c.runsc.version().await {
+                Ok(v) => v.date().is_none_or(|d| d >= PER_CONTAINER_USAGE_SINCE),
+                Err(e) => {
+                    tracing::warn!(id = %c.id, error = %e, "runsc --version failed: taking its memory figures as per container");
+                    true
+                }
+            };
+            let mut guard = Guard {
+                container: c,
+                limit,
+                gate,
+                own_usage,
+                warned: false,
+                checks: 0,
+            };
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match inner.check(&mut guard).await {
+                    Verdict::Within => {}
+                    Verdict::Exceeded(usage) => {
+                        inner.oom_kill(&guard.container, usage, limit).await;
+                        return;
+                    }
+                    Verdict::Done => return,
+                }
+            }
+        });
+    }
+
+    async fn check(&self, g: &mut Guard) -> Verdict {
+        let c = &g.container;
+        match c.init.snapshot().status {
+            Status::Running => {}
+            // A paused container's usage does not grow; a created one is not watched yet.
+            Status::Paused | Status::Created => return Verdict::Within,
+            Status::Stopped | Status::Deleted => return Verdict::Done,
+        }
+        g.checks = g.checks.wrapping_add(1);
+        match &g.gate {
+            Some(file) => match crate::oom::read_number(file) {
+                Some(sandbox_usage) if !may_exceed(sandbox_usage, g.limit) => {
+                    return Verdict::Within;
+                }
+                _ => {}
+            },
+            None if !g.checks.is_multiple_of(UNGATED_EVERY) => return Verdict::Within,
+            None => {}
+        }
+        if !g.own_usage && self.has_running_siblings(c) {
+            if !g.warned {
+                g.warned = true;
+                tracing::warn!(id = %c.id, limit = g.limit, "this runsc reports one memory figure for the whole sandbox: the container's own memory limit is not enforced while other containers of its pod run (the pod's limit still is)");
+            }
+            return Verdict::Within;
+        }
+        match c.runsc.stats(&c.id).await {
+            Ok(s) if s.memory.usage.usage > g.limit => Verdict::Exceeded(s.memory.usage.usage),
+            Ok(_) => Verdict::Within,
+            Err(e) => {
+                tracing::debug!(id = %c.id, error = %e, "memory check: runsc events failed");
+                Verdict::Within
+            }
+        }
+    }
+
+    /// Whether another application container of `c`'s pod is running.
+    fn has_running_siblings(&self, c: &Container) -> bool {
+        self.table().values().any(|m| {
+            !m.kind.is_root()
+                && m.sandbox_id == c.sandbox_id
+                && m.id != c.id
+                && matches!(m.init.snapshot().status, Status::Running | Status::Paused)
+        })
+    }
+
+    /// Ends `c` as the kernel ends a container over its cgroup's limit: TaskOOM, then SIGKILL
+    /// to every process of the container. Its exit (137) is learned as any other.
+    async fn oom_kill(&self, c: &Container, usage: u64, limit: u64) {
+        // Under the lifecycle lock: the exit cannot be recorded between the check and the
+        // event, so TaskOOM is never sent for a container that already ended by itself.
+        let _lifecycle = c.init.lifecycle.lock().await;
+        if c.init.snapshot().status != Status::Running {
+            return;
+        }
+        tracing::warn!(id = %c.id, usage, limit, "container exceeded its memory limit: killing it");
+        self.publish(Event::Oom {
+            container_id: c.id.clone(),
+        });
+        let opts = KillOpts {
+            all: true,
+            pid: None,
+        };
+        if let Err(e) = c.runsc.kill(&c.id, libc::SIGKILL as u32, opts).await {
+            tracing::warn!(id = %c.id, error = %e, "kill of the container over its memory limit failed");
+        }
+    }
+}
+
+/// Whether a container limited to `limit` may be over it while its whole sandbox holds
+/// `sandbox_usage` on the host.
+fn may_exceed(sandbox_usage: u64, limit: u64) -> bool {
+    sandbox_usage > limit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_opens_only_past_the_limit() {
+        assert!(!may_exceed(0, 1 << 20));
+        assert!(!may_exceed(1 << 20, 1 << 20));
+        assert!(may_exceed((1 << 20) + 1, 1 << 20));
+    }
+}
