@@ -11,6 +11,8 @@
 //!   pod's slice with the pod's limit, the shim outside it, real per-container stats with
 //!   limits, removal within 10 s leaving no scope, cgroup, process, mount or netns;
 //! - a container over the pod's memory ends `OOMKilled` (137);
+//! - a container over its own limit in a pod with room ends `OOMKilled` (137), its sibling
+//!   running on;
 //! - runc with `SystemdCgroup = true` as the baseline of the same two scenarios;
 //! - `ctr` with systemd and cgroupfs paths, v2 metrics with limits, and malformed paths;
 //! - the installer restarting the system containerd through systemd, then a pod.
@@ -526,6 +528,52 @@ fn over_limit_is_oomkilled(env: &mut PodEnv, handler: &str) -> Result<()> {
     remove_leaving_nothing(env, pod)
 }
 
+/// A container over its own limit (32 MiB, holding 100 MiB) in a pod whose slice has room
+/// for it: the shim ends it OOMKilled (137) from the sandbox scope's `memory.current` and
+/// runsc's figure, and its sibling (64 MiB, runsc 2024: per-container figures) runs on.
+fn own_limit_in_a_shared_pod(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
+    let pod = kubelet_pod(env, "ownlimit", HANDLER)?;
+    let res = (|| {
+        let calm = if rs.name == "2022" {
+            None
+        } else {
+            Some(start(env, &pod, "calm", &["sleep", "100000"])?)
+        };
+        let hog_cfg = limited(
+            cri::container_config(
+                "hog",
+                IMAGE,
+                &["sh", "-c", "dd if=/dev/zero bs=100M count=1 | sleep 100000"],
+            ),
+            32 * MIB,
+        );
+        let hog = env.cri.start_container(&pod.id, &hog_cfg, &pod.cfg)?;
+        let exited = ContainerState::ContainerExited as i32;
+        eventually("the hog to be killed", SLOW, || {
+            Ok(env.cri.container_status(&hog)?.state == exited)
+        })?;
+        let st = env.cri.container_status(&hog)?;
+        ensure!(
+            (st.reason.as_str(), st.exit_code) == ("OOMKilled", 137),
+            "hog: reason {:?} exit code {}",
+            st.reason,
+            st.exit_code
+        );
+        if let Some(calm) = calm {
+            let running = ContainerState::ContainerRunning as i32;
+            ensure!(
+                env.cri.container_status(&calm)?.state == running,
+                "calm ended with the hog"
+            );
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        return Err(abandon(env, pod, e));
+    }
+    remove_leaving_nothing(env, pod)
+}
+
 /// `ctr run MODE ... IMAGE ID ARGS` through our runtime with runsc.toml `toml`.
 fn ctr_run(
     c: &e2e::containerd::Containerd,
@@ -635,6 +683,9 @@ fn node_group(
     });
     r.run(&format!("{p}/over_limit_container_is_oomkilled"), || {
         over_limit_is_oomkilled(&mut env, HANDLER)
+    });
+    r.run(&format!("{p}/own_limit_enforced_in_a_shared_pod"), || {
+        own_limit_in_a_shared_pod(&mut env, rs)
     });
     if rs.name == "2022" {
         // The baseline once per containerd.

@@ -8,9 +8,15 @@
 //! then SIGKILL, so it ends with 137 and CRI reports `OOMKilled`, while its siblings run on.
 //!
 //! The cost at rest is one read of the sandbox's host cgroup usage per container and check
-//! interval: a container's usage inside the sandbox cannot exceed what the host charges the
-//! whole sandbox, so runsc is asked for the container's own figure (`runsc events --stats`,
-//! one short-lived process) only while the sandbox as a whole holds more than the limit.
+//! interval. runsc is asked for the container's own figure (`runsc events --stats`, one
+//! short-lived process) only when that read cannot rule the container out:
+//!
+//! - a container's usage inside the sandbox cannot exceed what the host charges the whole
+//!   sandbox, so while the sandbox holds no more than the limit nothing is asked;
+//! - past that (a small limit beside the sentry's own ~25 MiB, or big siblings), the last
+//!   figure plus what the sandbox grew by since bounds the container's usage, as its new
+//!   pages are new host pages; the figure is refreshed every 10 s all the same (`Options::memory_figure_refresh`), for
+//!   a container that grows into pages a sibling just freed inside the sandbox.
 //!
 //! runsc 20221219 reports the whole sandbox's usage for every container (measured), so there
 //! the figure is the container's own only while it is the one application container of its
@@ -19,6 +25,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use runsc::KillOpts;
 
@@ -32,6 +39,14 @@ const PER_CONTAINER_USAGE_SINCE: u32 = 20240729;
 
 /// Without the sandbox's host usage to gate on, runsc is asked only every this many checks.
 const UNGATED_EVERY: u32 = 10;
+
+/// The container's own usage as runsc last reported it, and the sandbox's host usage then.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    own: u64,
+    sandbox: u64,
+    at: Instant,
+}
 
 /// What one check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +69,9 @@ struct Guard {
     own_usage: bool,
     warned: bool,
     checks: u32,
+    last: Option<Sample>,
+    /// How long `last` is relied on.
+    refresh: Duration,
 }
 
 impl Inner {
@@ -91,6 +109,8 @@ impl Inner {
                 own_usage,
                 warned: false,
                 checks: 0,
+                last: None,
+                refresh: inner.options.memory_figure_refresh,
             };
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,15 +137,13 @@ impl Inner {
             Status::Stopped | Status::Deleted => return Verdict::Done,
         }
         g.checks = g.checks.wrapping_add(1);
-        match &g.gate {
-            Some(file) => match crate::oom::read_number(file) {
-                Some(sandbox_usage) if !may_exceed(sandbox_usage, g.limit) => {
-                    return Verdict::Within;
-                }
-                _ => {}
-            },
+        let sandbox = g.gate.as_deref().and_then(crate::oom::read_number);
+        match sandbox {
+            Some(h) if !needs_figure(h, g.limit, g.last, g.refresh, Instant::now()) => {
+                return Verdict::Within;
+            }
             None if !g.checks.is_multiple_of(UNGATED_EVERY) => return Verdict::Within,
-            None => {}
+            _ => {}
         }
         if !g.own_usage && self.has_running_siblings(c) {
             if !g.warned {
@@ -136,7 +154,14 @@ impl Inner {
         }
         match c.runsc.stats(&c.id).await {
             Ok(s) if s.memory.usage.usage > g.limit => Verdict::Exceeded(s.memory.usage.usage),
-            Ok(_) => Verdict::Within,
+            Ok(s) => {
+                g.last = sandbox.map(|h| Sample {
+                    own: s.memory.usage.usage,
+                    sandbox: h,
+                    at: Instant::now(),
+                });
+                Verdict::Within
+            }
             Err(e) => {
                 tracing::debug!(id = %c.id, error = %e, "memory check: runsc events failed");
                 Verdict::Within
@@ -177,20 +202,83 @@ impl Inner {
     }
 }
 
-/// Whether a container limited to `limit` may be over it while its whole sandbox holds
-/// `sandbox_usage` on the host.
-fn may_exceed(sandbox_usage: u64, limit: u64) -> bool {
-    sandbox_usage > limit
+/// Whether the container's own figure is needed to tell whether a container limited to
+/// `limit` is over it, while its whole sandbox holds `sandbox` bytes on the host; `last`: the
+/// previous figure, if any.
+fn needs_figure(
+    sandbox: u64,
+    limit: u64,
+    last: Option<Sample>,
+    refresh: Duration,
+    now: Instant,
+) -> bool {
+    if sandbox <= limit {
+        return false;
+    }
+    match last {
+        Some(s) if now.saturating_duration_since(s.at) < refresh => {
+            let grown = sandbox.saturating_sub(s.sandbox);
+            s.own.saturating_add(grown) > limit
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1 << 20;
+    const REFRESH: Duration = Duration::from_secs(10);
+
     #[test]
-    fn the_gate_opens_only_past_the_limit() {
-        assert!(!may_exceed(0, 1 << 20));
-        assert!(!may_exceed(1 << 20, 1 << 20));
-        assert!(may_exceed((1 << 20) + 1, 1 << 20));
+    fn a_sandbox_within_the_limit_needs_no_figure() {
+        let now = Instant::now();
+        assert!(!needs_figure(0, 16 * MIB, None, REFRESH, now));
+        assert!(!needs_figure(16 * MIB, 16 * MIB, None, REFRESH, now));
+        assert!(needs_figure(16 * MIB + 1, 16 * MIB, None, REFRESH, now));
+    }
+
+    #[test]
+    fn the_last_figure_plus_the_sandbox_growth_bounds_the_container() {
+        let now = Instant::now();
+        // 4 MiB of its own when the sandbox held 30 MiB; limit 16 MiB.
+        let last = Some(Sample {
+            own: 4 * MIB,
+            sandbox: 30 * MIB,
+            at: now,
+        });
+        assert!(!needs_figure(30 * MIB, 16 * MIB, last, REFRESH, now));
+        assert!(
+            !needs_figure(42 * MIB, 16 * MIB, last, REFRESH, now),
+            "4 + 12 = 16: not over"
+        );
+        assert!(needs_figure(42 * MIB + 1, 16 * MIB, last, REFRESH, now));
+        // The sandbox shrank: still bounded by the old figure.
+        assert!(!needs_figure(20 * MIB, 16 * MIB, last, REFRESH, now));
+    }
+
+    #[test]
+    fn the_figure_is_refreshed_after_a_while() {
+        let then = Instant::now();
+        let last = Some(Sample {
+            own: 4 * MIB,
+            sandbox: 30 * MIB,
+            at: then,
+        });
+        assert!(!needs_figure(
+            30 * MIB,
+            16 * MIB,
+            last,
+            REFRESH,
+            then + REFRESH - Duration::from_millis(1)
+        ));
+        assert!(needs_figure(
+            30 * MIB,
+            16 * MIB,
+            last,
+            REFRESH,
+            then + REFRESH
+        ));
     }
 }

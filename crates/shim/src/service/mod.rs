@@ -59,6 +59,9 @@ pub struct Options {
     /// How often the memory use of a pod container with a limit of its own is checked
     /// (see `memlimit`).
     pub memory_check_interval: std::time::Duration,
+    /// How long runsc's figure for such a container is relied on while its sandbox holds
+    /// more than the limit (see `memlimit`).
+    pub memory_figure_refresh: std::time::Duration,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             kubelet_pods_dir: PathBuf::from(crate::podspec::KUBELET_PODS_DIR),
             console_timeout: std::time::Duration::from_secs(10),
             memory_check_interval: std::time::Duration::from_millis(500),
+            memory_figure_refresh: std::time::Duration::from_secs(10),
         }
     }
 }
