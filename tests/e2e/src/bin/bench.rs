@@ -15,7 +15,9 @@
 //!    (one shim each) through this shim, then through the Go runc shim + runsc, with the
 //!    shims' memory per container; and 20 pods x 2 containers started and removed
 //!    concurrently through CRI;
-//! 6. CRI pod start latency (RunPodSandbox + CreateContainer + StartContainer).
+//! 6. CRI pod start latency (RunPodSandbox + CreateContainer + StartContainer);
+//! 7. the shims' CPU at rest with 20 pods, with and without containers' own memory limits
+//!    (which the shim enforces, `crates/shim/src/service/memlimit.rs`).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -667,16 +669,36 @@ fn two_container_pod(
     cgroup_base: &str,
     name: &str,
 ) -> Result<(String, f64)> {
+    limited_pod(cri, logs, cgroup_base, name, 0)
+}
+
+/// Like [`two_container_pod`], each container with a memory limit of `limit` bytes (0: none).
+fn limited_pod(
+    cri: &mut Cri,
+    logs: &Path,
+    cgroup_base: &str,
+    name: &str,
+    limit: i64,
+) -> Result<(String, f64)> {
     let dir = logs.join(name);
     std::fs::create_dir_all(&dir)?;
     let cgroup = format!("{cgroup_base}/pod{name}");
     let pcfg = cri::pod_config(name, &format!("uid-{name}"), &dir, &cgroup);
-    let sleep = ["sleep", "100000"];
+    let config = |c: &str| {
+        let mut cfg = cri::container_config(c, IMAGE, &["sleep", "100000"]);
+        if let (Some(linux), true) = (cfg.linux.as_mut(), limit > 0) {
+            linux.resources = Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: limit,
+                ..Default::default()
+            });
+        }
+        cfg
+    };
     let t = Instant::now();
     let pod = cri.run_pod(&pcfg, HANDLER)?;
-    cri.start_container(&pod, &cri::container_config("a", IMAGE, &sleep), &pcfg)?;
+    cri.start_container(&pod, &config("a"), &pcfg)?;
     let ms = t.elapsed().as_secs_f64() * 1000.0;
-    cri.start_container(&pod, &cri::container_config("b", IMAGE, &sleep), &pcfg)?;
+    cri.start_container(&pod, &config("b"), &pcfg)?;
     Ok((pod, ms))
 }
 
@@ -888,12 +910,17 @@ impl Bench {
 /// Starts `DENSITY` pods x 2 containers concurrently (one CRI connection each, logs in
 /// `logs`, cgroups below `base`); the pods started and how many failed.
 fn start_pods(ctd: &Path, logs: &Path, base: &str) -> (Vec<String>, usize) {
+    start_limited_pods(ctd, logs, base, 0)
+}
+
+/// Like [`start_pods`], each container with a memory limit of `limit` bytes (0: none).
+fn start_limited_pods(ctd: &Path, logs: &Path, base: &str, limit: i64) -> (Vec<String>, usize) {
     let results: Vec<Result<String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..DENSITY)
             .map(|i| {
                 s.spawn(move || -> Result<String> {
                     let mut cri = Cri::connect(ctd)?;
-                    Ok(two_container_pod(&mut cri, logs, base, &format!("d{i}"))?.0)
+                    Ok(limited_pod(&mut cri, logs, base, &format!("d{i}"), limit)?.0)
                 })
             })
             .collect();
@@ -914,6 +941,111 @@ fn start_pods(ctd: &Path, logs: &Path, base: &str) -> (Vec<String>, usize) {
         }
     }
     (pods, failed)
+}
+
+/// How long the shims' CPU time is sampled at rest in section 7.
+const AT_REST: Duration = Duration::from_secs(60);
+
+/// CPU time of processes, in clock ticks: their own, and that of their children they reaped.
+fn cpu_ticks(procs: &[Proc]) -> (u64, u64) {
+    procs
+        .iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pid)).ok()?;
+            // After "pid (comm) ": state, ..., utime (11), stime, cutime, cstime.
+            let f: Vec<u64> = stat
+                .rsplit_once(") ")?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            (f.len() == 4).then(|| (f[0] + f[1], f[2] + f[3]))
+        })
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Section 7, one variant: `DENSITY` pods x 2 containers with memory limit `limit` (0: none)
+/// started, left at rest for [`AT_REST`], removed; the shims' CPU time meanwhile (their own,
+/// and their reaped children's: the `runsc events` calls), in ms per minute, and the pods
+/// that failed.
+fn cpu_at_rest(env: &PodEnv, limit: i64) -> Result<(f64, f64, usize)> {
+    let ctd = env.containerd.address();
+    let logs = env.work.join(format!("logs-{limit}"));
+    let (pods, failed) = start_limited_pods(&ctd, &logs, &env.cgroup_base, limit);
+    // Settle: every guard has run its first checks.
+    std::thread::sleep(Duration::from_secs(5));
+    let shims = leftovers::shims(&ctd);
+    let tick_ms = 1000.0
+        / sh(Command::new("getconf").arg("CLK_TCK"))?
+            .trim()
+            .parse::<f64>()?;
+    let before = cpu_ticks(&shims);
+    std::thread::sleep(AT_REST);
+    let after = cpu_ticks(&shims);
+    std::thread::scope(|s| {
+        for pod in &pods {
+            let ctd = &ctd;
+            s.spawn(move || Cri::connect(ctd).and_then(|mut c| c.remove_pod(pod)));
+        }
+    });
+    let per_min =
+        |a: u64, b: u64| (b.saturating_sub(a)) as f64 * tick_ms * 60.0 / AT_REST.as_secs_f64();
+    Ok((
+        per_min(before.0, after.0),
+        per_min(before.1, after.1),
+        failed,
+    ))
+}
+
+/// Section 7: what enforcing containers' own memory limits costs at rest, with runsc 20240729
+/// (per-container figures) on its own containerd.
+fn limit_cost(cd: &ContainerdBuild, shim: &Path, work: &Path) -> Result<String> {
+    let rs = versions::runscs()
+        .into_iter()
+        .find(|r| r.name == "2024")
+        .context("runsc 2024")?;
+    eprintln!("bench: memory-limit cost at rest ({DENSITY} pods x 2 containers, runsc 2024)");
+    let mut env = PodEnv::start(cd, &rs, shim, work, "")?;
+    let variants: [(&str, i64); 3] = [
+        ("no container memory limits", 0),
+        (
+            "64 MiB limit per container: the sandbox (~25 MiB) holds less, no runsc call",
+            64 << 20,
+        ),
+        (
+            "16 MiB limit per container: the sandbox holds more, runsc asked every 10 s per container",
+            16 << 20,
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut res = Ok(());
+    for (label, limit) in variants {
+        match cpu_at_rest(&env, limit) {
+            Ok(r) => rows.push((label, r)),
+            Err(e) => {
+                res = Err(e);
+                break;
+            }
+        }
+    }
+    env.stop();
+    res?;
+    let mut md = format!(
+        "\n## 7. Cost of enforcing containers' own memory limits, at rest\n\n\
+         {DENSITY} CRI pods x 2 `sleep` containers through this shim and runsc 20240729 (its own \
+         containerd 1.6), left alone for {} s after a 5 s settle; CPU time of the {DENSITY} shim \
+         processes from `/proc/PID/stat`: their own, and their reaped children's (the `runsc \
+         events --stats` calls of the memory checks), in ms of CPU per minute for all {DENSITY} \
+         pods together.\n\n\
+         | variant | pods that failed | shims' own CPU (ms/min) | runsc calls' CPU (ms/min) |\n|---|---|---|---|\n",
+        AT_REST.as_secs()
+    );
+    for (label, (own, children, failed)) in &rows {
+        let _ = writeln!(md, "| {label} | {failed} | {own:.0} | {children:.0} |");
+    }
+    Ok(md)
 }
 
 /// Command-line options.
@@ -1011,6 +1143,11 @@ fn main() -> Result<()> {
     b.density(&one)?;
     b.stop();
     let clean = b.check_clean("when the benchmark ends");
+    let cost = limit_cost(&cd, &shim, &work.join("limits"));
+    match &cost {
+        Ok(md) => b.rep.md.push_str(md),
+        Err(e) => eprintln!("bench: memory-limit cost: {e:#}"),
+    }
     write_report(&opts, &environment(&cd, &shim)?, &b.rep)?;
-    clean
+    clean.and(cost.map(drop))
 }
