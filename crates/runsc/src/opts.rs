@@ -151,6 +151,8 @@ pub struct CheckpointOpts {
     /// `--leave-running`: the container goes on running after the checkpoint (otherwise its
     /// sandbox exits).
     pub leave_running: bool,
+    /// Further flags as `(name, value)`, each passed `--name=value` (e.g. `compression`).
+    pub extra: Vec<(String, String)>,
 }
 
 impl CheckpointOpts {
@@ -161,6 +163,9 @@ impl CheckpointOpts {
         ];
         if self.leave_running {
             args.push("--leave-running".into());
+        }
+        for (name, value) in &self.extra {
+            args.push(format!("--{name}={value}").into());
         }
         args.push(id.into());
         args
@@ -292,10 +297,17 @@ mod tests {
         let c = CheckpointOpts {
             image_path: "/ck".into(),
             leave_running: true,
+            extra: vec![("compression".into(), "none".into())],
         };
         assert_eq!(
             strs(c.args("c1")),
-            ["checkpoint", "--image-path=/ck", "--leave-running", "c1"]
+            [
+                "checkpoint",
+                "--image-path=/ck",
+                "--leave-running",
+                "--compression=none",
+                "c1"
+            ]
         );
         let r = RestoreOpts {
             image_path: "/ck".into(),

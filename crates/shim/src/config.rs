@@ -80,6 +80,9 @@ pub struct ShimConfig {
     pub io_gid: u32,
     /// Global runsc flags (`[runsc_config]`), each rendered `--key=value`.
     pub runsc_config: BTreeMap<String, String>,
+    /// Flags of `runsc checkpoint` (`[runsc_checkpoint]`, e.g. `compression = "none"`), each
+    /// rendered `--key=value`.
+    pub runsc_checkpoint: BTreeMap<String, String>,
     /// Keys that were present but are not understood (warned about, not fatal).
     pub unknown_keys: Vec<String>,
 }
@@ -97,6 +100,7 @@ impl Default for ShimConfig {
             io_uid: 0,
             io_gid: 0,
             runsc_config: BTreeMap::new(),
+            runsc_checkpoint: BTreeMap::new(),
             unknown_keys: Vec::new(),
         }
     }
@@ -211,6 +215,15 @@ impl ShimConfig {
                             .insert(flag.clone(), runsc_flag_value(flag, v).map_err(&err)?);
                     }
                 }
+                "runsccheckpoint" => {
+                    let flags = value
+                        .as_table()
+                        .ok_or_else(|| err("`runsc_checkpoint` must be a table".into()))?;
+                    for (flag, v) in flags {
+                        cfg.runsc_checkpoint
+                            .insert(flag.clone(), checkpoint_flag_value(flag, v).map_err(&err)?);
+                    }
+                }
                 "shimcgroup" => cfg.shim_cgroup = Some(string(value)?).filter(|c| !c.is_empty()),
                 // Known to gVisor's shim, meaningless here or handled elsewhere: accepted
                 // silently. containerd's own option keys appear in an inline config_body.
@@ -245,6 +258,22 @@ const SHIM_OWNED_FLAGS: [(&str, &str); 4] = [
     ("log-format", "use `debug-log-format` for runsc's own logs"),
     ("log-fd", "use `debug-log` for runsc's own logs"),
 ];
+
+/// Flags of `runsc checkpoint` the shim sets from containerd's request.
+const CHECKPOINT_OWNED_FLAGS: [&str; 3] = ["image-path", "leave-running", "work-path"];
+
+/// A `[runsc_checkpoint]` value as flag text: like a `[runsc_config]` value, and never one of
+/// the flags the request decides.
+fn checkpoint_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, String> {
+    let canonical = flag.replace('_', "-").to_ascii_lowercase();
+    if CHECKPOINT_OWNED_FLAGS.contains(&canonical.as_str()) {
+        return Err(format!(
+            "`runsc_checkpoint.{flag}` cannot be set: the shim passes --{canonical} from \
+             containerd's checkpoint request"
+        ));
+    }
+    runsc_flag_value(flag, v).map_err(|e| e.replace("runsc_config", "runsc_checkpoint"))
+}
 
 /// A `[runsc_config]` value as runsc flag text. gVisor's shim takes strings only; booleans and
 /// numbers (`debug = true`) are accepted here too.
@@ -452,5 +481,42 @@ mod tests {
             all.shim_cgroup.is_some() && !all.runsc_config.is_empty(),
             "{all:?}"
         );
+    }
+
+    #[test]
+    fn checkpoint_flags_are_passed_and_request_owned_ones_refused() {
+        let cfg = ShimConfig::parse(
+            "[runsc_checkpoint]\ncompression = \"none\"\nexclude-committed-zero-pages = true\n",
+            Source::Defaults,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.runsc_checkpoint.iter().collect::<Vec<_>>(),
+            [
+                (&"compression".to_owned(), &"none".to_owned()),
+                (
+                    &"exclude-committed-zero-pages".to_owned(),
+                    &"true".to_owned()
+                )
+            ]
+        );
+        assert!(cfg.unknown_keys.is_empty());
+        for bad in [
+            "leave_running = true",
+            "image-path = \"/x\"",
+            "work_path = \"/x\"",
+        ] {
+            let err = ShimConfig::parse(&format!("[runsc_checkpoint]\n{bad}\n"), Source::Defaults)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("runsc_checkpoint.") && err.contains("checkpoint request"),
+                "{err}"
+            );
+        }
+        let err = ShimConfig::parse("[runsc_checkpoint]\n\"-x\" = 1\n", Source::Defaults)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runsc_checkpoint"), "{err}");
     }
 }

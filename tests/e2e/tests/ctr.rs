@@ -30,6 +30,8 @@ struct Env {
     runsc_root: PathBuf,
     work: PathBuf,
     events: EventLog,
+    /// The image tarball imported at start.
+    image: PathBuf,
 }
 
 impl Env {
@@ -68,6 +70,7 @@ impl Env {
             runsc_root,
             work: work.to_path_buf(),
             events,
+            image: image.to_path_buf(),
         })
     }
 
@@ -240,6 +243,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         checkpoint_stopped_is_refused,
     ),
     (
+        "checkpoint_moves_to_another_containerd",
+        checkpoint_moves_to_another_containerd,
+    ),
+    (
         "env_cwd_readonly_and_bind_mount",
         env_cwd_readonly_and_bind_mount,
     ),
@@ -270,7 +277,9 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
             r.skip(&name, "this ctr has no `task update`");
             continue;
         }
-        if name.ends_with("/checkpoint_leave_running") && rs.name == "2022" {
+        let needs_leave_running = name.ends_with("/checkpoint_leave_running")
+            || name.ends_with("/checkpoint_moves_to_another_containerd");
+        if needs_leave_running && rs.name == "2022" {
             r.skip(
                 &name,
                 "runsc 20221219 cannot leave a container running after a checkpoint",
@@ -991,6 +1000,108 @@ fn checkpoint_leave_running(e: &Env, _rs: &RunscBuild) -> Result<()> {
     })();
     e.remove(id);
     check
+}
+
+/// The stand-in for moving a sandbox to another node: a counter checkpointed into an image
+/// on this containerd, exported, the original removed; a second containerd (its own root,
+/// state and network namespace) imports the image and restores it, and the counter goes on
+/// from where it was. (Skipped with runsc 20221219: ctr's checkpoint leaves the task running.)
+fn checkpoint_moves_to_another_containerd(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let (id, image) = ("ckpt4", "checkpoint/ckpt4");
+    let tar = e.work.join("ckpt4.tar");
+    let tar_s = tar.display().to_string();
+    e.run_d(id, &[], &["sh", "-c", COUNTER])?;
+    let exported = (|| -> Result<u64> {
+        let before = count_reaches(e, id, 10)?;
+        e.c.ctr_ok(&["containers", "checkpoint", "--task", id, image])?;
+        e.c.ctr_ok(&[
+            "images",
+            "export",
+            "--all-platforms",
+            "--skip-manifest-json",
+            &tar_s,
+            image,
+        ])?;
+        Ok(before)
+    })();
+    e.remove(id);
+    let _ = e.c.ctr(&["images", "rm", image]);
+    let before = exported?;
+    let netns = format!("rsc-move-{}", std::process::id());
+    let _ = run(
+        Command::new("ip").args(["netns", "del", &netns]),
+        Duration::from_secs(10),
+    );
+    run(
+        Command::new("ip").args(["netns", "add", &netns]),
+        Duration::from_secs(10),
+    )?
+    .ok()?;
+    let cfg = Config {
+        netns: Some(netns.clone()),
+        ..Config::default()
+    };
+    let moved = Containerd::start(
+        &e.c.build,
+        &e.work.join("moved"),
+        &versions::shim_binary(),
+        &cfg,
+    );
+    let check = moved
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|c2| {
+            c2.import(&e.image)?;
+            // A checkpoint is no image to unpack (containerd 1.6 tries, and fails on its media
+        // types).
+        c2.ctr_ok(&["images", "import", "--no-unpack", &tar_s])?;
+            c2.ctr_ok(&["containers", "restore", "--live", id, image])?;
+            let count = |n: u32| -> Result<u64> {
+                let out = c2.ctr_ok(&[
+                    "task",
+                    "exec",
+                    "--exec-id",
+                    &format!("m{n}"),
+                    id,
+                    "cat",
+                    "/tmp/count",
+                ])?;
+                out.trim()
+                    .parse()
+                    .with_context(|| format!("count: {out:?}"))
+            };
+            let after = count(0)?;
+            ensure!(
+                after >= before && after < before + 60,
+                "counted {before} before the checkpoint, {after} after the move"
+            );
+            let mut n = 0;
+            runner::eventually(
+                "the moved counter to go on",
+                Duration::from_secs(20),
+                || {
+                    n += 1;
+                    Ok(count(n).unwrap_or(0) > after)
+                },
+            )
+        });
+    let mut left = Ok(());
+    if let Ok(mut c2) = moved {
+        c2.stop();
+        let address = c2.address();
+        left = runner::eventually(
+            "the second containerd's shims to exit",
+            Duration::from_secs(10),
+            || Ok(leftovers::shims(&address).is_empty()),
+        );
+        leftovers::kill_all(&leftovers::shims(&address));
+    }
+    let _ = run(
+        Command::new("ip").args(["netns", "del", &netns]),
+        Duration::from_secs(10),
+    );
+    let _ = std::fs::remove_file(&tar);
+    check.and(left)
 }
 
 /// Checkpoint of a stopped task: a clear error, and the task is left as it was.

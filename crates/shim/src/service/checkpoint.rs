@@ -155,6 +155,12 @@ impl Service {
                 &CheckpointOpts {
                     image_path: image.clone(),
                     leave_running: !req.exit,
+                    extra: c
+                        .config
+                        .runsc_checkpoint
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 },
             )
             .await

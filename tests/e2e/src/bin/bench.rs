@@ -17,7 +17,9 @@
 //!    concurrently through CRI;
 //! 6. CRI pod start latency (RunPodSandbox + CreateContainer + StartContainer);
 //! 7. the shims' CPU at rest with 20 pods, with and without containers' own memory limits
-//!    (which the shim enforces, `crates/shim/src/service/memlimit.rs`).
+//!    (which the shim enforces, `crates/shim/src/service/memlimit.rs`);
+//! 8. time to ready of a slow-initialising container: cold start vs restore from its
+//!    checkpoint, with the checkpoint's time and size (runsc 20240729).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -660,6 +662,166 @@ impl Bench {
     }
 }
 
+/// Section 8's container: a few seconds of work before it is ready (the file `/tmp/ready`).
+const SLOW_INIT: &str =
+    "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; touch /tmp/ready; exec sleep 100000";
+
+impl Bench {
+    /// Section 8: time to ready of a container with a slow initialisation, started cold and
+    /// restored from a checkpoint taken once it was ready; the checkpoint's time and size.
+    /// runsc 20240729 (20221219 cannot leave a container running after a checkpoint).
+    fn restore_vs_cold(&mut self) -> Result<()> {
+        eprintln!("bench: cold start vs restore from a checkpoint (runsc 2024)");
+        let rs = versions::runscs()
+            .into_iter()
+            .find(|r| r.name == "2024")
+            .context("runsc 2024")?;
+        let toml = self.work.join("runsc-2024.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "binary_name = \"{}\"\nroot = \"{}\"\n[runsc_config]\n  network = \"none\"\n",
+                rs.runsc.display(),
+                self.work.join("runsc-root-2024").display()
+            ),
+        )?;
+        let toml = toml.display().to_string();
+        let image = "checkpoint/slow";
+        let cold = self.ready_times("cold", |b, id| {
+            b.c().ctr_ok(&[
+                "run",
+                "-d",
+                "--runtime",
+                "io.containerd.runsc.v1",
+                "--runtime-config-path",
+                &toml,
+                IMAGE,
+                id,
+                "sh",
+                "-c",
+                SLOW_INIT,
+            ])
+        })?;
+        let (checkpoint_ms, size) = self.slow_checkpoint(&toml, image)?;
+        let restored = self.ready_times("rst", |b, id| {
+            b.c()
+                .ctr_ok(&["containers", "restore", "--live", id, image])
+        });
+        let _ = self.c().ctr(&["images", "rm", image]);
+        let restored = restored?;
+        let ratio_text = ratio(cold.median, restored.median);
+        self.rep.table(
+            "\n## 8. Time to ready: cold start vs restore from a checkpoint (runsc 20240729)\n\n\
+             A container that works a few seconds (a shell loop) before it creates `/tmp/ready`. \
+             Cold: `ctr run -d`; restore: `ctr container restore --live` of a checkpoint taken \
+             once it was ready. Both until the same probe (`ctr task exec ... test -e \
+             /tmp/ready`, polled) succeeds.",
+            "time to ready (ms)",
+            "ms",
+            &[
+                ("cold start (ctr run -d)", cold),
+                (
+                    "restore from checkpoint (ctr container restore --live)",
+                    restored,
+                ),
+            ],
+        );
+        let _ = writeln!(
+            self.rep.md,
+            "\n- restore is **{ratio_text}x** faster to ready than the cold start (medians)\n\
+             - checkpoint (`ctr container checkpoint --task`, the task left running): {checkpoint_ms:.0} ms; \
+             checkpoint image in containerd's content store: {size}\n"
+        );
+        Ok(())
+    }
+
+    /// Starts containers with `start` (warm-up, then `runs` of them), each timed until it is
+    /// ready, then removed.
+    fn ready_times(
+        &self,
+        tag: &str,
+        start: impl Fn(&Bench, &str) -> Result<String>,
+    ) -> Result<Summary> {
+        let mut times = Vec::new();
+        for i in 0..=self.runs {
+            let id = format!("{tag}{i:02}");
+            let t = Instant::now();
+            let res = start(self, &id).and_then(|_| self.wait_ready(&id));
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            self.ctr_remove(&id);
+            res?;
+            if i > 0 {
+                times.push(ms);
+            }
+        }
+        Ok(summarize(times))
+    }
+
+    /// Polls container `id` until `/tmp/ready` exists in it.
+    fn wait_ready(&self, id: &str) -> Result<()> {
+        let mut n = 0;
+        runner::eventually(
+            &format!("{id} to be ready"),
+            Duration::from_secs(120),
+            || {
+                n += 1;
+                let probe = format!("ready{n}");
+                let out = self.c().ctr(&[
+                    "task",
+                    "exec",
+                    "--exec-id",
+                    &probe,
+                    id,
+                    "test",
+                    "-e",
+                    "/tmp/ready",
+                ])?;
+                Ok(out.code == 0)
+            },
+        )
+    }
+
+    /// A slow-initialising container, once ready, checkpointed into `image` and removed: the
+    /// checkpoint's milliseconds and the image's size as `ctr images ls` shows it.
+    fn slow_checkpoint(&self, toml: &str, image: &str) -> Result<(f64, String)> {
+        let id = "slowckpt";
+        let res = (|| {
+            self.c().ctr_ok(&[
+                "run",
+                "-d",
+                "--runtime",
+                "io.containerd.runsc.v1",
+                "--runtime-config-path",
+                toml,
+                IMAGE,
+                id,
+                "sh",
+                "-c",
+                SLOW_INIT,
+            ])?;
+            self.wait_ready(id)?;
+            let ms = time_ms(|| {
+                self.c()
+                    .ctr_ok(&["containers", "checkpoint", "--task", id, image])
+                    .map(drop)
+            })?;
+            let list = self.c().ctr_ok(&["images", "ls"])?;
+            let size = list
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(image))
+                .and_then(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // REF TYPE DIGEST SIZE(value unit) PLATFORMS LABELS
+                    Some(format!("{} {}", f.get(3)?, f.get(4)?))
+                })
+                .unwrap_or_else(|| "unknown".into());
+            Ok((ms, size))
+        })();
+        self.ctr_remove(id);
+        res
+    }
+}
+
 /// Runs pod `name` (its logs in `logs/<name>`, its cgroup below `cgroup_base`) with two
 /// `sleep` containers; the pod's id and the milliseconds from RunPodSandbox until the first
 /// container started.
@@ -1141,6 +1303,7 @@ fn main() -> Result<()> {
     let one = Single { ours, go, pod };
     b.memory(&one);
     b.density(&one)?;
+    b.restore_vs_cold()?;
     b.stop();
     let clean = b.check_clean("when the benchmark ends");
     let cost = limit_cost(&cd, &shim, &work.join("limits"));
