@@ -151,6 +151,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("missing_sysctl_refused", missing_sysctl_refused),
     ("runtime_default_seccomp_runs", runtime_default_seccomp_runs),
     (
+        "checkpoint_container_fails_clearly_and_the_pod_runs_on",
+        checkpoint_container_fails_clearly,
+    ),
+    (
         "ten_pods_created_and_removed_leave_nothing",
         ten_pods_created_and_removed_leave_nothing,
     ),
@@ -667,6 +671,41 @@ fn limited_container(
     env.cri.start_container(&pod.id, &cfg, &pod.cfg)
 }
 
+/// CRI CheckpointContainer (the kubelet's checkpoint API) of a pod's container: runsc
+/// checkpoints whole sandboxes, so it cannot be done for one container of a pod; whichever
+/// layer refuses it (containerd 1.6: not implemented; 2.x: its CRIU check, then the shim), the
+/// error is clear, nothing is written, and the container runs on.
+fn checkpoint_container_fails_clearly(env: &mut PodEnv, p: &str) -> Result<()> {
+    reset(env);
+    let pod = new_pod(env, "ckpt")?;
+    let c = container(env, &pod, "app", &["sleep", "100000"])?;
+    let location = env.work.join("ckpt-app.tar");
+    let req = cri::CheckpointContainerRequest {
+        container_id: c.clone(),
+        location: location.display().to_string(),
+        timeout: 30,
+    };
+    let res = env.cri.call(async |rt| rt.checkpoint_container(req).await);
+    let err = match res {
+        Ok(_) => anyhow::bail!("CheckpointContainer of a gVisor pod's container succeeded"),
+        Err(e) => format!("{e:#}"),
+    };
+    println!("{p}: CheckpointContainer: {err}");
+    let clear = [
+        "not implemented",
+        "unimplemented",
+        "criu",
+        "CRIU",
+        "pod sandbox",
+    ]
+    .iter()
+    .any(|w| err.contains(w));
+    ensure!(clear, "unclear CheckpointContainer error: {err}");
+    ensure!(!location.exists(), "{} was written", location.display());
+    ensure!(state(env, &c)?.0 == RUNNING, "the container stopped");
+    env.cri.remove_pod(&pod.id)
+}
+
 fn reopen_container_log(env: &mut PodEnv, _p: &str) -> Result<()> {
     reset(env);
     let pod = new_pod(env, "logs")?;
@@ -917,5 +956,11 @@ fn runtime_default_seccomp_runs(env: &mut PodEnv, _p: &str) -> Result<()> {
     let c = env.cri.start_container(&pod.id, &cfg, &pod.cfg)?;
     let out = env.cri.exec_sync(&c, &["echo", "filtered-or-not"], 10)?;
     ensure!(out.stdout == b"filtered-or-not\n", "{out:?}");
+    // The documented warning, in containerd's log (where the shim's log goes).
+    eventually("the seccomp warning", Duration::from_secs(10), || {
+        Ok(env.containerd.log_tail(5000).lines().any(|l| {
+            l.contains("seccomp profile is not applied") && (l.contains(&c) || l.contains(&pod.id))
+        }))
+    })?;
     env.cri.remove_pod(&pod.id)
 }

@@ -7,22 +7,25 @@
 //! runs on). The shim enforces it instead: a container that exceeds its limit gets TaskOOM,
 //! then SIGKILL, so it ends with 137 and CRI reports `OOMKilled`, while its siblings run on.
 //!
-//! The cost at rest is one read of the sandbox's host cgroup usage per container and check
-//! interval. runsc is asked for the container's own figure (`runsc events --stats`, one
-//! short-lived process) only when that read cannot rule the container out:
+//! The cost at rest is one wakeup of the shim per check interval (every container it guards
+//! is checked on one timer) and one read of each sandbox's host cgroup usage. runsc is asked
+//! for a container's own figure (`runsc events --stats`, one short-lived process) only when
+//! that read cannot rule the container out:
 //!
 //! - a container's usage inside the sandbox cannot exceed what the host charges the whole
 //!   sandbox, so while the sandbox holds no more than the limit nothing is asked;
 //! - past that (a small limit beside the sentry's own ~25 MiB, or big siblings), the last
 //!   figure plus what the sandbox grew by since bounds the container's usage, as its new
-//!   pages are new host pages; the figure is refreshed every 10 s all the same (`Options::memory_figure_refresh`), for
-//!   a container that grows into pages a sibling just freed inside the sandbox.
+//!   pages are new host pages; the figure is refreshed every 30 s all the same
+//!   (`Options::memory_figure_refresh`), for a container that grows into pages a sibling
+//!   freed inside the sandbox.
 //!
 //! runsc 20221219 reports the whole sandbox's usage for every container (measured), so there
 //! the figure is the container's own only while it is the one application container of its
 //! pod; with running siblings its limit cannot be told apart and is not enforced (a warning
 //! says so, once per container). Later builds report each container's own usage.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,18 +63,29 @@ enum Verdict {
 }
 
 /// The guard of one container.
+#[derive(Debug)]
 struct Guard {
     container: Arc<Container>,
     limit: u64,
     /// The sandbox's host cgroup usage file, if found.
     gate: Option<PathBuf>,
-    /// Whether runsc reports the container's own usage (else the sandbox's).
-    own_usage: bool,
+    /// Whether runsc reports the container's own usage (else the sandbox's); learned from
+    /// `runsc --version` the first time a figure is needed.
+    own_usage: Option<bool>,
     warned: bool,
     checks: u32,
     last: Option<Sample>,
     /// How long `last` is relied on.
     refresh: Duration,
+}
+
+/// The guards of one shim, checked together on one timer: at rest the shim wakes once per
+/// interval whatever the number of containers it guards, and reads each sandbox's usage once.
+#[derive(Debug, Default)]
+pub(super) struct Guards {
+    list: Vec<Guard>,
+    /// Whether the checking task runs (it ends when the list is empty).
+    running: bool,
 }
 
 impl Inner {
@@ -92,43 +106,63 @@ impl Inner {
         if gate.is_none() {
             tracing::info!(id = %c.id, "no host memory cgroup found for the sandbox: the container's memory limit is checked through runsc every {UNGATED_EVERY} intervals");
         }
-        let inner = self.clone();
-        let interval = self.options.memory_check_interval;
-        tokio::spawn(async move {
-            let own_usage = match c.runsc.version().await {
-                Ok(v) => v.date().is_none_or(|d| d >= PER_CONTAINER_USAGE_SINCE),
-                Err(e) => {
-                    tracing::warn!(id = %c.id, error = %e, "runsc --version failed: taking its memory figures as per container");
-                    true
-                }
-            };
-            let mut guard = Guard {
-                container: c,
-                limit,
-                gate,
-                own_usage,
-                warned: false,
-                checks: 0,
-                last: None,
-                refresh: inner.options.memory_figure_refresh,
-            };
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                match inner.check(&mut guard).await {
-                    Verdict::Within => {}
-                    Verdict::Exceeded(usage) => {
-                        inner.oom_kill(&guard.container, usage, limit).await;
-                        return;
-                    }
-                    Verdict::Done => return,
-                }
-            }
-        });
+        let guard = Guard {
+            container: c,
+            limit,
+            gate,
+            own_usage: None,
+            warned: false,
+            checks: 0,
+            last: None,
+            refresh: self.options.memory_figure_refresh,
+        };
+        let start = {
+            let mut guards = self.guards();
+            guards.list.push(guard);
+            !std::mem::replace(&mut guards.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().check_guards());
+        }
     }
 
-    async fn check(&self, g: &mut Guard) -> Verdict {
+    fn guards(&self) -> std::sync::MutexGuard<'_, Guards> {
+        self.guards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks every guarded container each interval until none is left.
+    async fn check_guards(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.options.memory_check_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let batch = std::mem::take(&mut self.guards().list);
+            let mut usage = HashMap::new();
+            let mut keep = Vec::with_capacity(batch.len());
+            for mut g in batch {
+                let sandbox = g.gate.as_ref().and_then(|f| {
+                    *usage
+                        .entry(f.clone())
+                        .or_insert_with(|| crate::oom::read_number(f))
+                });
+                match self.check(&mut g, sandbox).await {
+                    Verdict::Within => keep.push(g),
+                    Verdict::Exceeded(used) => self.oom_kill(&g.container, used, g.limit).await,
+                    Verdict::Done => {}
+                }
+            }
+            let mut guards = self.guards();
+            // Guards added while this batch was checked are in the list already.
+            guards.list.extend(keep);
+            if guards.list.is_empty() {
+                guards.running = false;
+                return;
+            }
+        }
+    }
+
+    /// One check of `g`; `sandbox`: what the host charges its sandbox now, if known.
+    async fn check(&self, g: &mut Guard, sandbox: Option<u64>) -> Verdict {
         let c = &g.container;
         match c.init.snapshot().status {
             Status::Running => {}
@@ -137,7 +171,6 @@ impl Inner {
             Status::Stopped | Status::Deleted => return Verdict::Done,
         }
         g.checks = g.checks.wrapping_add(1);
-        let sandbox = g.gate.as_deref().and_then(crate::oom::read_number);
         match sandbox {
             Some(h) if !needs_figure(h, g.limit, g.last, g.refresh, Instant::now()) => {
                 return Verdict::Within;
@@ -145,7 +178,20 @@ impl Inner {
             None if !g.checks.is_multiple_of(UNGATED_EVERY) => return Verdict::Within,
             _ => {}
         }
-        if !g.own_usage && self.has_running_siblings(c) {
+        let own_usage = match g.own_usage {
+            Some(own) => own,
+            None => {
+                let own = match c.runsc.version().await {
+                    Ok(v) => v.date().is_none_or(|d| d >= PER_CONTAINER_USAGE_SINCE),
+                    Err(e) => {
+                        tracing::warn!(id = %c.id, error = %e, "runsc --version failed: taking its memory figures as per container");
+                        true
+                    }
+                };
+                *g.own_usage.insert(own)
+            }
+        };
+        if !own_usage && self.has_running_siblings(c) {
             if !g.warned {
                 g.warned = true;
                 tracing::warn!(id = %c.id, limit = g.limit, "this runsc reports one memory figure for the whole sandbox: the container's own memory limit is not enforced while other containers of its pod run (the pod's limit still is)");

@@ -71,7 +71,7 @@ impl Default for Options {
             kubelet_pods_dir: PathBuf::from(crate::podspec::KUBELET_PODS_DIR),
             console_timeout: std::time::Duration::from_secs(10),
             memory_check_interval: std::time::Duration::from_millis(500),
-            memory_figure_refresh: std::time::Duration::from_secs(10),
+            memory_figure_refresh: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -88,6 +88,8 @@ struct Inner {
     /// with its runsc root once known: runsc has no state file for it yet, and an id runsc
     /// could not tell from it must be refused in that root all the same.
     creating: Mutex<HashMap<String, Option<PathBuf>>>,
+    /// Pod containers whose own memory limit the shim enforces (see `memlimit`).
+    guards: Mutex<memlimit::Guards>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -120,6 +122,7 @@ impl Service {
                 events,
                 containers: Mutex::new(HashMap::new()),
                 creating: Mutex::new(HashMap::new()),
+                guards: Mutex::new(memlimit::Guards::default()),
                 shutdown: watch::channel(false).0,
             }),
         }

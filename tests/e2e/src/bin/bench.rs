@@ -16,10 +16,10 @@
 //!    shims' memory per container; and 20 pods x 2 containers started and removed
 //!    concurrently through CRI;
 //! 6. CRI pod start latency (RunPodSandbox + CreateContainer + StartContainer);
-//! 7. the shims' CPU at rest with 20 pods, with and without containers' own memory limits
-//!    (which the shim enforces, `crates/shim/src/service/memlimit.rs`);
-//! 8. time to ready of a slow-initialising container: cold start vs restore from its
-//!    checkpoint, with the checkpoint's time and size (runsc 20240729).
+//! 7. time to ready of a slow-initialising container: cold start vs restore from its
+//!    checkpoint, with the checkpoint's time and size (runsc 20240729);
+//! 8. the shims' CPU at rest with 20 pods, with and without containers' own memory limits
+//!    (which the shim enforces, `crates/shim/src/service/memlimit.rs`).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -662,12 +662,12 @@ impl Bench {
     }
 }
 
-/// Section 8's container: a few seconds of work before it is ready (the file `/tmp/ready`).
+/// Section 7's container: a few seconds of work before it is ready (the file `/tmp/ready`).
 const SLOW_INIT: &str =
-    "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; touch /tmp/ready; exec sleep 100000";
+    "i=0; while [ $i -lt 2500000 ]; do i=$((i+1)); done; touch /tmp/ready; exec sleep 100000";
 
 impl Bench {
-    /// Section 8: time to ready of a container with a slow initialisation, started cold and
+    /// Section 7: time to ready of a container with a slow initialisation, started cold and
     /// restored from a checkpoint taken once it was ready; the checkpoint's time and size.
     /// runsc 20240729 (20221219 cannot leave a container running after a checkpoint).
     fn restore_vs_cold(&mut self) -> Result<()> {
@@ -711,7 +711,7 @@ impl Bench {
         let restored = restored?;
         let ratio_text = ratio(cold.median, restored.median);
         self.rep.table(
-            "\n## 8. Time to ready: cold start vs restore from a checkpoint (runsc 20240729)\n\n\
+            "\n## 7. Time to ready: cold start vs restore from a checkpoint (runsc 20240729)\n\n\
              A container that works a few seconds (a shell loop) before it creates `/tmp/ready`. \
              Cold: `ctr run -d`; restore: `ctr container restore --live` of a checkpoint taken \
              once it was ready. Both until the same probe (`ctr task exec ... test -e \
@@ -730,7 +730,7 @@ impl Bench {
             self.rep.md,
             "\n- restore is **{ratio_text}x** faster to ready than the cold start (medians)\n\
              - checkpoint (`ctr container checkpoint --task`, the task left running): {checkpoint_ms:.0} ms; \
-             checkpoint image in containerd's content store: {size}\n"
+             the checkpoint exported (`ctr images export`: runsc's image, spec, read-write layer): {size}\n"
         );
         Ok(())
     }
@@ -805,16 +805,20 @@ impl Bench {
                     .ctr_ok(&["containers", "checkpoint", "--task", id, image])
                     .map(drop)
             })?;
-            let list = self.c().ctr_ok(&["images", "ls"])?;
-            let size = list
-                .lines()
-                .find(|l| l.split_whitespace().next() == Some(image))
-                .and_then(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    // REF TYPE DIGEST SIZE(value unit) PLATFORMS LABELS
-                    Some(format!("{} {}", f.get(3)?, f.get(4)?))
-                })
-                .unwrap_or_else(|| "unknown".into());
+            // What moves to another node: the export of the checkpoint (runsc's image, the
+            // spec, the container's read-write layer).
+            let tar = self.work.join("slow-checkpoint.tar");
+            let tar_s = tar.display().to_string();
+            self.c().ctr_ok(&[
+                "images",
+                "export",
+                "--all-platforms",
+                "--skip-manifest-json",
+                &tar_s,
+                image,
+            ])?;
+            let size = format!("{} KiB", std::fs::metadata(&tar)?.len() / 1024);
+            let _ = std::fs::remove_file(&tar);
             Ok((ms, size))
         })();
         self.ctr_remove(id);
@@ -1105,7 +1109,7 @@ fn start_limited_pods(ctd: &Path, logs: &Path, base: &str, limit: i64) -> (Vec<S
     (pods, failed)
 }
 
-/// How long the shims' CPU time is sampled at rest in section 7.
+/// How long the shims' CPU time is sampled at rest in section 8.
 const AT_REST: Duration = Duration::from_secs(60);
 
 /// CPU time of processes, in clock ticks: their own, and that of their children they reaped.
@@ -1128,7 +1132,7 @@ fn cpu_ticks(procs: &[Proc]) -> (u64, u64) {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-/// Section 7, one variant: `DENSITY` pods x 2 containers with memory limit `limit` (0: none)
+/// Section 8, one variant: `DENSITY` pods x 2 containers with memory limit `limit` (0: none)
 /// started, left at rest for [`AT_REST`], removed; the shims' CPU time meanwhile (their own,
 /// and their reaped children's: the `runsc events` calls), in ms per minute, and the pods
 /// that failed.
@@ -1161,7 +1165,7 @@ fn cpu_at_rest(env: &PodEnv, limit: i64) -> Result<(f64, f64, usize)> {
     ))
 }
 
-/// Section 7: what enforcing containers' own memory limits costs at rest, with runsc 20240729
+/// Section 8: what enforcing containers' own memory limits costs at rest, with runsc 20240729
 /// (per-container figures) on its own containerd.
 fn limit_cost(cd: &ContainerdBuild, shim: &Path, work: &Path) -> Result<String> {
     let rs = versions::runscs()
@@ -1177,7 +1181,7 @@ fn limit_cost(cd: &ContainerdBuild, shim: &Path, work: &Path) -> Result<String> 
             64 << 20,
         ),
         (
-            "16 MiB limit per container: the sandbox holds more, runsc asked every 10 s per container",
+            "16 MiB limit per container: the sandbox holds more, runsc asked every 30 s per container",
             16 << 20,
         ),
     ];
@@ -1195,7 +1199,7 @@ fn limit_cost(cd: &ContainerdBuild, shim: &Path, work: &Path) -> Result<String> 
     env.stop();
     res?;
     let mut md = format!(
-        "\n## 7. Cost of enforcing containers' own memory limits, at rest\n\n\
+        "\n## 8. Cost of enforcing containers' own memory limits, at rest\n\n\
          {DENSITY} CRI pods x 2 `sleep` containers through this shim and runsc 20240729 (its own \
          containerd 1.6), left alone for {} s after a 5 s settle; CPU time of the {DENSITY} shim \
          processes from `/proc/PID/stat`: their own, and their reaped children's (the `runsc \
