@@ -38,6 +38,30 @@ pub fn processes(pred: impl Fn(&str) -> bool) -> Vec<Proc> {
     out
 }
 
+/// The directories containerd unpacks a checkpoint into for a restore, which it never
+/// removes, with any runtime (`ctrd-checkpoint*` in `$XDG_RUNTIME_DIR`, else the temp
+/// directory; see docs/checkpoint.md).
+pub fn checkpoint_dirs() -> std::collections::BTreeSet<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::read_dir(base)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ctrd-checkpoint"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the checkpoint directories containerd made since `before` was listed.
+pub fn remove_new_checkpoint_dirs(before: &std::collections::BTreeSet<std::path::PathBuf>) {
+    for dir in checkpoint_dirs().difference(before) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Shim processes serving the containerd at `address`.
 pub fn shims(address: &Path) -> Vec<Proc> {
     let a = address.display().to_string();

@@ -32,6 +32,8 @@ struct Env {
     events: EventLog,
     /// The image tarball imported at start.
     image: PathBuf,
+    /// containerd's checkpoint directories that existed before.
+    checkpoint_dirs: std::collections::BTreeSet<PathBuf>,
 }
 
 impl Env {
@@ -71,6 +73,7 @@ impl Env {
             work: work.to_path_buf(),
             events,
             image: image.to_path_buf(),
+            checkpoint_dirs: leftovers::checkpoint_dirs(),
         })
     }
 
@@ -189,6 +192,8 @@ impl Env {
     fn stop(mut self) -> Result<()> {
         drop(self.events);
         self.c.stop();
+        // containerd's own leftovers of the restores.
+        leftovers::remove_new_checkpoint_dirs(&self.checkpoint_dirs);
         // What is left now was left by the shim.
         let shims = leftovers::shims(&self.c.address());
         let runsc = leftovers::runsc_processes(&self.runsc_root);

@@ -1299,6 +1299,7 @@ fn main() -> Result<()> {
         .next()
         .context("containerd 1.6")?;
     let work = PathBuf::from("/tmp/runsc-shim-bench");
+    let checkpoint_dirs = leftovers::checkpoint_dirs();
     let mut b = Bench::start(&cd, &shim, &work, opts.runs)?;
     b.lifecycle()?;
     let (ours, go) = b.exec_latency()?;
@@ -1315,6 +1316,7 @@ fn main() -> Result<()> {
         Ok(md) => b.rep.md.push_str(md),
         Err(e) => eprintln!("bench: memory-limit cost: {e:#}"),
     }
+    leftovers::remove_new_checkpoint_dirs(&checkpoint_dirs);
     write_report(&opts, &environment(&cd, &shim)?, &b.rep)?;
     clean.and(cost.map(drop))
 }
