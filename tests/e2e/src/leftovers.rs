@@ -48,7 +48,11 @@ pub fn checkpoint_dirs() -> std::collections::BTreeSet<std::path::PathBuf> {
     std::fs::read_dir(base)
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("ctrd-checkpoint"))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("ctrd-checkpoint")
+                })
                 .map(|e| e.path())
                 .collect()
         })
