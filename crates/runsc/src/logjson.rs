@@ -30,6 +30,16 @@ pub(crate) fn last_error(path: &Path, from: u64) -> Option<String> {
     log_errors(&String::from_utf8_lossy(&buf))
 }
 
+/// `msg` without the Go stack trace runsc appends to some errors (a panic recovered inside the
+/// sandbox, e.g. while decoding a checkpoint image: "...: \ngoroutine 13 [running]:\n...").
+fn without_stack_trace(msg: &str) -> &str {
+    let msg = msg.trim();
+    match msg.find("\ngoroutine ") {
+        Some(at) => msg[..at].trim_end().trim_end_matches(':').trim_end(),
+        None => msg,
+    }
+}
+
 /// runsc's error messages in the text of its `--log` file, joined with `; `.
 ///
 /// runsc writes its JSON log objects back to back, often with no newline between them, and
@@ -50,7 +60,7 @@ pub fn log_errors(text: &str) -> Option<String> {
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Entry>();
         match stream.next() {
             Some(Ok(e)) => {
-                let msg = e.msg.trim();
+                let msg = without_stack_trace(&e.msg);
                 if (e.level == "error" || e.level == "fatal")
                     && !msg.is_empty()
                     && !msgs.iter().any(|m| m == msg)
@@ -127,5 +137,21 @@ mod tests {
         writeln!(f, r#"{{"level":"error","msg":"new failure"}}"#).unwrap();
         assert_eq!(last_error(&path, mark).as_deref(), Some("new failure"));
         assert_eq!(last_error(&dir.path().join("missing"), 0), None);
+    }
+
+    #[test]
+    fn go_stack_traces_are_cut() {
+        let trace = "restoring container \"c\": error decoding object ID 1 (cpuid.FeatureSet): \
+                     different fields:\ngoroutine 13 [running]:\ngvisor.dev/gvisor/pkg/state.safely.func1()\n\t\
+                     gvisor.dev/gvisor/pkg/state/state.go:308 +0x17d\n";
+        let text = format!(
+            "{}{}",
+            serde_json::json!({"msg": trace, "level": "error"}),
+            serde_json::json!({"msg": format!("{trace}:\ngoroutine 13 [running]:\n"), "level": "error"})
+        );
+        assert_eq!(
+            log_errors(&text).unwrap(),
+            "restoring container \"c\": error decoding object ID 1 (cpuid.FeatureSet): different fields"
+        );
     }
 }

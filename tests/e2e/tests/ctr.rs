@@ -256,6 +256,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         checkpoint_flags_from_runsc_toml,
     ),
     (
+        "restore_by_another_runsc_build_fails_clearly",
+        restore_by_another_runsc_build_fails_clearly,
+    ),
+    (
         "env_cwd_readonly_and_bind_mount",
         env_cwd_readonly_and_bind_mount,
     ),
@@ -288,7 +292,8 @@ fn scenarios(r: &mut Runner, e: &Env, p: &str, rs: &RunscBuild) {
         }
         let needs_leave_running = name.ends_with("/checkpoint_leave_running")
             || name.ends_with("/checkpoint_moves_to_another_containerd")
-            || name.ends_with("/checkpoint_flags_from_runsc_toml");
+            || name.ends_with("/checkpoint_flags_from_runsc_toml")
+            || name.ends_with("/restore_by_another_runsc_build_fails_clearly");
         if needs_leave_running && rs.name == "2022" {
             r.skip(
                 &name,
@@ -1173,6 +1178,75 @@ fn checkpoint_flags_from_runsc_toml(e: &Env, _rs: &RunscBuild) -> Result<()> {
     })();
     e.remove(id);
     refused
+}
+
+/// A checkpoint made by runsc 20240729 restored by runsc 20221219 (the runtime options travel
+/// with the checkpoint; here the runsc.toml they name is changed in between, as on a node with
+/// another runsc): the restore fails with runsc's error, and no sandbox or runsc process is
+/// left. (Skipped with runsc 20221219, which makes no checkpoint through ctr.)
+fn restore_by_another_runsc_build_fails_clearly(e: &Env, _rs: &RunscBuild) -> Result<()> {
+    let (id, image) = ("ckpt7", "checkpoint/ckpt7");
+    let base = std::fs::read_to_string(&e.runsc_toml)?;
+    let toml = e.work.join("runsc-other.toml");
+    std::fs::write(&toml, &base)?;
+    let toml_s = toml.display().to_string();
+    e.c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        &toml_s,
+        IMAGE,
+        id,
+        "sh",
+        "-c",
+        COUNTER,
+    ])?;
+    let made = (|| -> Result<()> {
+        count_reaches(e, id, 3)?;
+        e.c.ctr_ok(&["containers", "checkpoint", "--task", id, image])?;
+        Ok(())
+    })();
+    e.remove(id);
+    made?;
+    let old = versions::runscs()
+        .into_iter()
+        .find(|r| r.name == "2022")
+        .context("runsc 2022")?;
+    let current = versions::runscs()
+        .into_iter()
+        .find(|r| r.name == "2024")
+        .context("runsc 2024")?;
+    std::fs::write(
+        &toml,
+        base.replace(
+            &current.runsc.display().to_string(),
+            &old.runsc.display().to_string(),
+        ),
+    )?;
+    let out = e.c.ctr(&["containers", "restore", "--live", id, image]);
+    let left = leftovers::runsc_processes(&e.runsc_root.join("e2e").join(id));
+    e.remove(id);
+    let _ = e.c.ctr(&["images", "rm", image]);
+    let out = out?;
+    ensure!(out.code != 0, "the restore succeeded: {out:?}");
+    // ctr's own error line (runsc's output before it went to the container's stderr, which
+    // ctr prints too, Go stack trace included).
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("ctr: "))
+        .unwrap_or_default();
+    ensure!(
+        error.contains("restore task ckpt7")
+            && error.contains("made by another runsc build")
+            && error.contains("error decoding object")
+            && !error.contains("goroutine"),
+        "no clear error: {out:?}"
+    );
+    ensure!(left.is_empty(), "runsc processes left: {left:?}");
+    Ok(())
 }
 
 /// Checkpoint of a stopped task: a clear error, and the task is left as it was.

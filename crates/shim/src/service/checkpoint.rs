@@ -193,10 +193,17 @@ impl Inner {
     ) -> Result<u32> {
         let p = c.init.clone();
         let id = c.id.as_str();
-        let failed = |e| {
+        let failed = |e: runsc::Error| {
+            // What runsc says when the image's state types are not its own.
+            let foreign = e.to_string().contains("error decoding object");
+            let hint = if foreign {
+                ", which this runsc cannot read (made by another runsc build?)"
+            } else {
+                ""
+            };
             Error::runsc(
                 format!(
-                    "restore task {id} from checkpoint {}",
+                    "restore task {id} from checkpoint {}{hint}",
                     restore.image.display()
                 ),
                 e,
