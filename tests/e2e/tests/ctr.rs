@@ -988,6 +988,13 @@ fn checkpoint_restore_continues(e: &Env, rs: &RunscBuild) -> Result<()> {
         );
         let later = count_reaches(e, id, after + 3)?;
         ensure!(later > after, "the restored counter stopped at {after}");
+        // Restoring into an id in use: refused (by containerd), the running one untouched.
+        let again = e.c.ctr(&["containers", "restore", "--live", id, image])?;
+        ensure!(
+            again.code != 0 && again.stderr.contains("already exists"),
+            "second restore into {id}: {again:?}"
+        );
+        count_reaches(e, id, later + 2)?;
         Ok(())
     })();
     e.remove(id);
