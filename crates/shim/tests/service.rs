@@ -246,6 +246,13 @@ impl Fixture {
         self.calls().iter().filter(|c| **c == call).count()
     }
 
+    /// Ends task `id`: SIGKILL, its exit, Delete.
+    async fn end(&self, id: &str) {
+        self.svc.kill(id, "", 9, false).await.unwrap();
+        self.svc.wait(id, "").await.unwrap();
+        self.svc.delete(id, "").await.unwrap();
+    }
+
     fn touch(&self, name: &str, content: &str) {
         std::fs::create_dir_all(self.runsc_root()).unwrap();
         std::fs::write(self.runsc_root().join(name), content).unwrap();
@@ -1582,12 +1589,8 @@ async fn pod_container_over_its_own_memory_limit_is_oom_killed() {
     assert_eq!(f.svc.state("side", "").unwrap().status, Status::Running);
     assert_eq!(f.events.topics("side"), ["/tasks/create", "/tasks/start"]);
     f.svc.delete("app", "").await.unwrap();
-    f.svc.kill("side", "", 9, false).await.unwrap();
-    f.svc.wait("side", "").await.unwrap();
-    f.svc.delete("side", "").await.unwrap();
-    f.svc.kill("pod", "", 9, false).await.unwrap();
-    f.svc.wait("pod", "").await.unwrap();
-    f.svc.delete("pod", "").await.unwrap();
+    f.end("side").await;
+    f.end("pod").await;
 }
 
 /// With runsc 20221219 every container's figure is the sandbox's: a container's own limit is
@@ -1628,7 +1631,5 @@ async fn runsc_2022_enforces_a_container_limit_only_alone_in_its_pod() {
     for id in ["app", "side"] {
         f.svc.delete(id, "").await.unwrap();
     }
-    f.svc.kill("pod", "", 9, false).await.unwrap();
-    f.svc.wait("pod", "").await.unwrap();
-    f.svc.delete("pod", "").await.unwrap();
+    f.end("pod").await;
 }

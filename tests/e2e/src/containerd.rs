@@ -252,6 +252,22 @@ impl Containerd {
         Ok(())
     }
 
+    /// `ctr images export` of checkpoint image `image` into `tar`: every platform, and no
+    /// Docker `manifest.json` (a checkpoint has none; without the flag ctr fails with "unable
+    /// to create manifests file").
+    pub fn export_checkpoint(&self, image: &str, tar: &Path) -> Result<()> {
+        let t = tar.display().to_string();
+        self.ctr_ok(&[
+            "images",
+            "export",
+            "--all-platforms",
+            "--skip-manifest-json",
+            &t,
+            image,
+        ])?;
+        Ok(())
+    }
+
     /// The tail of containerd's log (for failure reports).
     pub fn log_tail(&self, lines: usize) -> String {
         tail(

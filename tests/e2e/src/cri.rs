@@ -187,6 +187,23 @@ impl Cri {
             .map(drop)
     }
 
+    /// Waits up to `limit` for container `id` to exit, then requires what the kubelet shows
+    /// for an OOM kill: reason `OOMKilled`, exit code 137.
+    pub fn wait_oom_killed(&mut self, id: &str, limit: Duration) -> Result<()> {
+        let exited = ContainerState::ContainerExited as i32;
+        crate::runner::eventually(&format!("{id} to be killed"), limit, || {
+            Ok(self.container_status(id)?.state == exited)
+        })?;
+        let st = self.container_status(id)?;
+        anyhow::ensure!(
+            (st.reason.as_str(), st.exit_code) == ("OOMKilled", 137),
+            "{id}: reason {:?} exit code {}",
+            st.reason,
+            st.exit_code
+        );
+        Ok(())
+    }
+
     /// ContainerStats.
     pub fn container_stats(&mut self, id: &str) -> Result<ContainerStats> {
         let req = ContainerStatsRequest {

@@ -632,16 +632,7 @@ fn own_memory_limit_enforced_in_a_shared_pod(env: &mut PodEnv, p: &str) -> Resul
         32 << 20,
         &["sh", "-c", "dd if=/dev/zero bs=100M count=1 | sleep 100000"],
     )?;
-    eventually("the hog to be killed", Duration::from_secs(30), || {
-        Ok(state(env, &hog)?.0 == EXITED)
-    })?;
-    let st = env.cri.container_status(&hog)?;
-    ensure!(
-        (st.reason.as_str(), st.exit_code) == ("OOMKilled", 137),
-        "hog: reason {:?} exit code {}",
-        st.reason,
-        st.exit_code
-    );
+    env.cri.wait_oom_killed(&hog, Duration::from_secs(30))?;
     if let Some(calm) = calm {
         ensure!(state(env, &calm)?.0 == RUNNING, "calm died with the hog");
         let out = env.cri.exec_sync(&calm, &["echo", "still-here"], 10)?;

@@ -93,6 +93,25 @@ impl Env {
             .map(drop)
     }
 
+    /// `ctr run -d` of the [`COUNTER`] as `id`, with runtime options file `toml`.
+    fn counter_with(&self, toml: &str, id: &str) -> Result<()> {
+        self.c
+            .ctr_ok(&[
+                "run",
+                "-d",
+                "--runtime",
+                RUNTIME,
+                "--runtime-config-path",
+                toml,
+                IMAGE,
+                id,
+                "sh",
+                "-c",
+                COUNTER,
+            ])
+            .map(drop)
+    }
+
     /// The `ctr run` arguments for our runtime and the image.
     fn run_args<'a>(
         &'a self,
@@ -921,7 +940,12 @@ const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sle
 
 /// The counter of container `id`, read through `ctr task exec`.
 fn read_count(e: &Env, id: &str, exec_id: &str) -> Result<u64> {
-    let out = e.c.ctr_ok(&[
+    read_count_in(&e.c, id, exec_id)
+}
+
+/// [`read_count`] on containerd `c`.
+fn read_count_in(c: &Containerd, id: &str, exec_id: &str) -> Result<u64> {
+    let out = c.ctr_ok(&[
         "task",
         "exec",
         "--exec-id",
@@ -1036,14 +1060,7 @@ fn checkpoint_moves_to_another_containerd(e: &Env, _rs: &RunscBuild) -> Result<(
     let exported = (|| -> Result<u64> {
         let before = count_reaches(e, id, 10)?;
         e.c.ctr_ok(&["containers", "checkpoint", "--task", id, image])?;
-        e.c.ctr_ok(&[
-            "images",
-            "export",
-            "--all-platforms",
-            "--skip-manifest-json",
-            &tar_s,
-            image,
-        ])?;
+        e.c.export_checkpoint(image, &tar)?;
         Ok(before)
     })();
     e.remove(id);
@@ -1078,20 +1095,7 @@ fn checkpoint_moves_to_another_containerd(e: &Env, _rs: &RunscBuild) -> Result<(
             // types).
             c2.ctr_ok(&["images", "import", "--no-unpack", &tar_s])?;
             c2.ctr_ok(&["containers", "restore", "--live", id, image])?;
-            let count = |n: u32| -> Result<u64> {
-                let out = c2.ctr_ok(&[
-                    "task",
-                    "exec",
-                    "--exec-id",
-                    &format!("m{n}"),
-                    id,
-                    "cat",
-                    "/tmp/count",
-                ])?;
-                out.trim()
-                    .parse()
-                    .with_context(|| format!("count: {out:?}"))
-            };
+            let count = |n: u32| read_count_in(c2, id, &format!("m{n}"));
             let after = count(0)?;
             ensure!(
                 after >= before && after < before + 60,
@@ -1139,23 +1143,8 @@ fn checkpoint_flags_from_runsc_toml(e: &Env, _rs: &RunscBuild) -> Result<()> {
         )?;
         Ok(path.display().to_string())
     };
-    let run_d = |id: &str, toml: &str| {
-        e.c.ctr_ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            "--runtime-config-path",
-            toml,
-            IMAGE,
-            id,
-            "sh",
-            "-c",
-            COUNTER,
-        ])
-    };
     let (id, image) = ("ckpt5", "checkpoint/ckpt5");
-    run_d(id, &toml("none", "none")?)?;
+    e.counter_with(&toml("none", "none")?, id)?;
     let plain = (|| -> Result<()> {
         let before = count_reaches(e, id, 5)?;
         e.c.ctr_ok(&["containers", "checkpoint", "--task", id, image])?;
@@ -1172,7 +1161,7 @@ fn checkpoint_flags_from_runsc_toml(e: &Env, _rs: &RunscBuild) -> Result<()> {
     let _ = e.c.ctr(&["images", "rm", image]);
     plain?;
     let id = "ckpt6";
-    run_d(id, &toml("bogus", "bogus-codec")?)?;
+    e.counter_with(&toml("bogus", "bogus-codec")?, id)?;
     let refused = (|| -> Result<()> {
         count_reaches(e, id, 2)?;
         let out = e.c.ctr(&["task", "checkpoint", id])?;
@@ -1196,20 +1185,7 @@ fn restore_by_another_runsc_build_fails_clearly(e: &Env, _rs: &RunscBuild) -> Re
     let base = std::fs::read_to_string(&e.runsc_toml)?;
     let toml = e.work.join("runsc-other.toml");
     std::fs::write(&toml, &base)?;
-    let toml_s = toml.display().to_string();
-    e.c.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--runtime-config-path",
-        &toml_s,
-        IMAGE,
-        id,
-        "sh",
-        "-c",
-        COUNTER,
-    ])?;
+    e.counter_with(&toml.display().to_string(), id)?;
     let made = (|| -> Result<()> {
         count_reaches(e, id, 3)?;
         e.c.ctr_ok(&["containers", "checkpoint", "--task", id, image])?;

@@ -548,17 +548,7 @@ fn own_limit_in_a_shared_pod(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
             32 * MIB,
         );
         let hog = env.cri.start_container(&pod.id, &hog_cfg, &pod.cfg)?;
-        let exited = ContainerState::ContainerExited as i32;
-        eventually("the hog to be killed", SLOW, || {
-            Ok(env.cri.container_status(&hog)?.state == exited)
-        })?;
-        let st = env.cri.container_status(&hog)?;
-        ensure!(
-            (st.reason.as_str(), st.exit_code) == ("OOMKilled", 137),
-            "hog: reason {:?} exit code {}",
-            st.reason,
-            st.exit_code
-        );
+        env.cri.wait_oom_killed(&hog, SLOW)?;
         if let Some(calm) = calm {
             let running = ContainerState::ContainerRunning as i32;
             ensure!(

@@ -808,15 +808,7 @@ impl Bench {
             // What moves to another node: the export of the checkpoint (runsc's image, the
             // spec, the container's read-write layer).
             let tar = self.work.join("slow-checkpoint.tar");
-            let tar_s = tar.display().to_string();
-            self.c().ctr_ok(&[
-                "images",
-                "export",
-                "--all-platforms",
-                "--skip-manifest-json",
-                &tar_s,
-                image,
-            ])?;
+            self.c().export_checkpoint(image, &tar)?;
             let size = format!("{} KiB", std::fs::metadata(&tar)?.len() / 1024);
             let _ = std::fs::remove_file(&tar);
             Ok((ms, size))
