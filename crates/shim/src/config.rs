@@ -207,22 +207,13 @@ impl ShimConfig {
                 "iouid" => cfg.io_uid = uint(value)?,
                 "iogid" => cfg.io_gid = uint(value)?,
                 "runscconfig" => {
-                    let flags = value
-                        .as_table()
-                        .ok_or_else(|| err("`runsc_config` must be a table".into()))?;
-                    for (flag, v) in flags {
-                        cfg.runsc_config
-                            .insert(flag.clone(), runsc_flag_value(flag, v).map_err(&err)?);
-                    }
+                    let flags = flag_table("runsc_config", value, &[]).map_err(&err)?;
+                    cfg.runsc_config.extend(flags);
                 }
                 "runsccheckpoint" => {
-                    let flags = value
-                        .as_table()
-                        .ok_or_else(|| err("`runsc_checkpoint` must be a table".into()))?;
-                    for (flag, v) in flags {
-                        cfg.runsc_checkpoint
-                            .insert(flag.clone(), checkpoint_flag_value(flag, v).map_err(&err)?);
-                    }
+                    let flags = flag_table("runsc_checkpoint", value, &CHECKPOINT_OWNED_FLAGS)
+                        .map_err(&err)?;
+                    cfg.runsc_checkpoint.extend(flags);
                 }
                 "shimcgroup" => cfg.shim_cgroup = Some(string(value)?).filter(|c| !c.is_empty()),
                 // Known to gVisor's shim, meaningless here or handled elsewhere: accepted
@@ -259,39 +250,55 @@ const SHIM_OWNED_FLAGS: [(&str, &str); 4] = [
     ("log-fd", "use `debug-log` for runsc's own logs"),
 ];
 
-/// Flags of `runsc checkpoint` the shim sets from containerd's request.
-const CHECKPOINT_OWNED_FLAGS: [&str; 3] = ["image-path", "leave-running", "work-path"];
+/// Flags of `runsc checkpoint` the shim sets from containerd's request, with why.
+const CHECKPOINT_OWNED_FLAGS: [(&str, &str); 3] = [
+    ("image-path", "from containerd's checkpoint request"),
+    ("leave-running", "from containerd's checkpoint request"),
+    ("work-path", "from containerd's checkpoint request"),
+];
 
-/// A `[runsc_checkpoint]` value as flag text: like a `[runsc_config]` value, and never one of
-/// the flags the request decides.
-fn checkpoint_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, String> {
-    let canonical = flag.replace('_', "-").to_ascii_lowercase();
-    if CHECKPOINT_OWNED_FLAGS.contains(&canonical.as_str()) {
-        return Err(format!(
-            "`runsc_checkpoint.{flag}` cannot be set: the shim passes --{canonical} from \
-             containerd's checkpoint request"
-        ));
-    }
-    runsc_flag_value(flag, v).map_err(|e| e.replace("runsc_config", "runsc_checkpoint"))
+/// A table of runsc flags (`[runsc_config]`, `[runsc_checkpoint]`), each value as flag text;
+/// `owned`: flags the shim sets itself in that table's command, refused with the reason.
+fn flag_table(
+    table: &str,
+    value: &toml::Value,
+    owned: &[(&str, &str)],
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let flags = value
+        .as_table()
+        .ok_or_else(|| format!("`{table}` must be a table"))?;
+    flags
+        .iter()
+        .map(|(flag, v)| Ok((flag.clone(), runsc_flag_value(table, flag, v, owned)?)))
+        .collect()
 }
 
-/// A `[runsc_config]` value as runsc flag text. gVisor's shim takes strings only; booleans and
-/// numbers (`debug = true`) are accepted here too.
-fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, String> {
+/// A value of table `table` as runsc flag text. gVisor's shim takes strings only; booleans and
+/// numbers (`debug = true`) are accepted here too. Global flags the shim owns
+/// ([`SHIM_OWNED_FLAGS`]) are refused in every table, and so are the table's `owned` ones.
+fn runsc_flag_value(
+    table: &str,
+    flag: &str,
+    v: &toml::Value,
+    owned: &[(&str, &str)],
+) -> std::result::Result<String, String> {
     if flag.is_empty()
         || flag.starts_with('-')
         || flag.contains('=')
         || flag.contains(char::is_whitespace)
     {
-        return Err(format!(
-            "`runsc_config` key {flag:?} is not a runsc flag name"
-        ));
+        return Err(format!("`{table}` key {flag:?} is not a runsc flag name"));
     }
     let canonical = flag.replace('_', "-").to_ascii_lowercase();
     if let Some((_, instead)) = SHIM_OWNED_FLAGS.iter().find(|(f, _)| *f == canonical) {
         return Err(format!(
-            "`runsc_config.{flag}` cannot be set: the shim passes --{canonical} to runsc itself \
+            "`{table}.{flag}` cannot be set: the shim passes --{canonical} to runsc itself \
              and relies on it ({instead})"
+        ));
+    }
+    if let Some((_, from)) = owned.iter().find(|(f, _)| *f == canonical) {
+        return Err(format!(
+            "`{table}.{flag}` cannot be set: the shim passes --{canonical} {from}"
         ));
     }
     match v {
@@ -300,7 +307,7 @@ fn runsc_flag_value(flag: &str, v: &toml::Value) -> std::result::Result<String, 
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
         _ => Err(format!(
-            "`runsc_config.{flag}` must be a string, boolean or number"
+            "`{table}.{flag}` must be a string, boolean or number"
         )),
     }
 }
