@@ -136,6 +136,22 @@ pub struct PodEnv {
     pub logs: PathBuf,
 }
 
+/// Makes network namespace `name` afresh (`/run/netns/<name>`, loopback up), for a containerd
+/// of its own (`Config::netns`).
+pub fn fresh_netns(name: &str) -> Result<()> {
+    delete_netns(name);
+    sh(Command::new("ip").args(["netns", "add", name]))?;
+    sh(Command::new("ip").args(["netns", "exec", name, "ip", "link", "set", "lo", "up"]))
+}
+
+/// Removes network namespace `name`, if it exists.
+pub fn delete_netns(name: &str) {
+    let _ = run(
+        Command::new("ip").args(["netns", "del", name]),
+        Duration::from_secs(10),
+    );
+}
+
 fn sh(cmd: &mut Command) -> Result<()> {
     let out = run(cmd, Duration::from_secs(30))?;
     if out.code != 0 {
@@ -179,12 +195,7 @@ impl PodEnv {
             .unwrap_or("e2e")
             .replace('.', "");
         let netns = format!("rsc-{tag}");
-        let _ = run(
-            Command::new("ip").args(["netns", "del", &netns]),
-            Duration::from_secs(10),
-        );
-        sh(Command::new("ip").args(["netns", "add", &netns]))?;
-        sh(Command::new("ip").args(["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]))?;
+        fresh_netns(&netns)?;
 
         let runsc_root = work.join("runsc-root");
         let runsc_toml = work.join("runsc.toml");
@@ -255,10 +266,7 @@ impl PodEnv {
             }
         }
         self.containerd.stop();
-        let _ = run(
-            Command::new("ip").args(["netns", "del", &self.netns]),
-            Duration::from_secs(10),
-        );
+        delete_netns(&self.netns);
         remove_cgroups(&self.cgroup_base);
     }
 }

@@ -66,6 +66,14 @@ pub fn containerds() -> Vec<ContainerdBuild> {
     ]
 }
 
+/// The runsc build named `name` (`2022`, `2024`).
+pub fn runsc(name: &str) -> anyhow::Result<RunscBuild> {
+    runscs()
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| anyhow::anyhow!("unknown runsc {name} (2022, 2024)"))
+}
+
 /// All runsc builds under test.
 pub fn runscs() -> Vec<RunscBuild> {
     vec![

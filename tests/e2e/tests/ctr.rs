@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use e2e::containerd::{Config, Containerd, EventLog, Out, run};
 use e2e::leftovers;
-use e2e::pods::IMAGE;
+use e2e::pods::{self, IMAGE};
 use e2e::runner::{self, Runner};
 use e2e::versions::{self, ContainerdBuild, RunscBuild};
 
@@ -1067,15 +1067,7 @@ fn checkpoint_moves_to_another_containerd(e: &Env, _rs: &RunscBuild) -> Result<(
     let _ = e.c.ctr(&["images", "rm", image]);
     let before = exported?;
     let netns = format!("rsc-move-{}", std::process::id());
-    let _ = run(
-        Command::new("ip").args(["netns", "del", &netns]),
-        Duration::from_secs(10),
-    );
-    run(
-        Command::new("ip").args(["netns", "add", &netns]),
-        Duration::from_secs(10),
-    )?
-    .ok()?;
+    pods::fresh_netns(&netns)?;
     let cfg = Config {
         netns: Some(netns.clone()),
         ..Config::default()
@@ -1122,10 +1114,7 @@ fn checkpoint_moves_to_another_containerd(e: &Env, _rs: &RunscBuild) -> Result<(
         );
         leftovers::kill_all(&leftovers::shims(&address));
     }
-    let _ = run(
-        Command::new("ip").args(["netns", "del", &netns]),
-        Duration::from_secs(10),
-    );
+    pods::delete_netns(&netns);
     let _ = std::fs::remove_file(&tar);
     check.and(left)
 }
@@ -1193,14 +1182,7 @@ fn restore_by_another_runsc_build_fails_clearly(e: &Env, _rs: &RunscBuild) -> Re
     })();
     e.remove(id);
     made?;
-    let old = versions::runscs()
-        .into_iter()
-        .find(|r| r.name == "2022")
-        .context("runsc 2022")?;
-    let current = versions::runscs()
-        .into_iter()
-        .find(|r| r.name == "2024")
-        .context("runsc 2024")?;
+    let (old, current) = (versions::runsc("2022")?, versions::runsc("2024")?);
     std::fs::write(
         &toml,
         base.replace(

@@ -312,10 +312,7 @@ impl Bench {
     /// Starts containerd with CRI in `work`, and prepares the `ctr` comparisons
     /// (namespace `bench`).
     fn start(cd: &ContainerdBuild, shim: &Path, work: &Path, runs: usize) -> Result<Bench> {
-        let rs = versions::runscs()
-            .into_iter()
-            .next()
-            .context("runsc 2022")?;
+        let rs = versions::runsc("2022")?;
         let mut env = PodEnv::start(cd, &rs, shim, work, "")?;
         env.containerd.namespace = "bench".into();
         let tarball = work.join("busybox.tar");
@@ -672,10 +669,7 @@ impl Bench {
     /// runsc 20240729 (20221219 cannot leave a container running after a checkpoint).
     fn restore_vs_cold(&mut self) -> Result<()> {
         eprintln!("bench: cold start vs restore from a checkpoint (runsc 2024)");
-        let rs = versions::runscs()
-            .into_iter()
-            .find(|r| r.name == "2024")
-            .context("runsc 2024")?;
+        let rs = versions::runsc("2024")?;
         let toml = self.work.join("runsc-2024.toml");
         std::fs::write(
             &toml,
@@ -687,25 +681,12 @@ impl Bench {
         )?;
         let toml = toml.display().to_string();
         let image = "checkpoint/slow";
-        let cold = self.ready_times("cold", |b, id| {
-            b.c().ctr_ok(&[
-                "run",
-                "-d",
-                "--runtime",
-                "io.containerd.runsc.v1",
-                "--runtime-config-path",
-                &toml,
-                IMAGE,
-                id,
-                "sh",
-                "-c",
-                SLOW_INIT,
-            ])
-        })?;
+        let cold = self.ready_times("cold", |b, id| b.run_slow(&toml, id))?;
         let (checkpoint_ms, size) = self.slow_checkpoint(&toml, image)?;
         let restored = self.ready_times("rst", |b, id| {
             b.c()
                 .ctr_ok(&["containers", "restore", "--live", id, image])
+                .map(drop)
         });
         let _ = self.c().ctr(&["images", "rm", image]);
         let restored = restored?;
@@ -740,7 +721,7 @@ impl Bench {
     fn ready_times(
         &self,
         tag: &str,
-        start: impl Fn(&Bench, &str) -> Result<String>,
+        start: impl Fn(&Bench, &str) -> Result<()>,
     ) -> Result<Summary> {
         let mut times = Vec::new();
         for i in 0..=self.runs {
@@ -781,12 +762,10 @@ impl Bench {
         )
     }
 
-    /// A slow-initialising container, once ready, checkpointed into `image` and removed: the
-    /// checkpoint's milliseconds and the image's size as `ctr images ls` shows it.
-    fn slow_checkpoint(&self, toml: &str, image: &str) -> Result<(f64, String)> {
-        let id = "slowckpt";
-        let res = (|| {
-            self.c().ctr_ok(&[
+    /// `ctr run -d` of the [`SLOW_INIT`] container as `id` with runtime options file `toml`.
+    fn run_slow(&self, toml: &str, id: &str) -> Result<()> {
+        self.c()
+            .ctr_ok(&[
                 "run",
                 "-d",
                 "--runtime",
@@ -798,7 +777,16 @@ impl Bench {
                 "sh",
                 "-c",
                 SLOW_INIT,
-            ])?;
+            ])
+            .map(drop)
+    }
+
+    /// A slow-initialising container, once ready, checkpointed into `image` and removed: the
+    /// checkpoint's milliseconds and the size of the checkpoint as `ctr images export` writes it.
+    fn slow_checkpoint(&self, toml: &str, image: &str) -> Result<(f64, String)> {
+        let id = "slowckpt";
+        let res = (|| {
+            self.run_slow(toml, id)?;
             self.wait_ready(id)?;
             let ms = time_ms(|| {
                 self.c()
@@ -1160,10 +1148,7 @@ fn cpu_at_rest(env: &PodEnv, limit: i64) -> Result<(f64, f64, usize)> {
 /// Section 8: what enforcing containers' own memory limits costs at rest, with runsc 20240729
 /// (per-container figures) on its own containerd.
 fn limit_cost(cd: &ContainerdBuild, shim: &Path, work: &Path) -> Result<String> {
-    let rs = versions::runscs()
-        .into_iter()
-        .find(|r| r.name == "2024")
-        .context("runsc 2024")?;
+    let rs = versions::runsc("2024")?;
     eprintln!("bench: memory-limit cost at rest ({DENSITY} pods x 2 containers, runsc 2024)");
     let mut env = PodEnv::start(cd, &rs, shim, work, "")?;
     let variants: [(&str, i64); 3] = [

@@ -31,10 +31,7 @@ fn builds(args: &[String]) -> Result<(ContainerdBuild, RunscBuild)> {
         .into_iter()
         .find(|c| c.name == cd_name)
         .with_context(|| format!("unknown containerd {cd_name} (1.6, 1.7, 2.1)"))?;
-    let rs = versions::runscs()
-        .into_iter()
-        .find(|r| r.name == rs_name)
-        .with_context(|| format!("unknown runsc {rs_name} (2022, 2024)"))?;
+    let rs = versions::runsc(rs_name)?;
     Ok((cd, rs))
 }
 
