@@ -246,6 +246,20 @@ impl Fixture {
         self.calls().iter().filter(|c| **c == call).count()
     }
 
+    /// Waits (10 s at most) for task `id` to end as the shim ends a container over its memory
+    /// limit: exit 137, with TaskOOM before TaskExit.
+    async fn oom_killed(&self, id: &str) {
+        let exit = tokio::time::timeout(Duration::from_secs(10), self.svc.wait(id, ""))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit.status, 137);
+        assert_eq!(
+            self.events.topics(id),
+            ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]
+        );
+    }
+
     /// Ends task `id`: SIGKILL, its exit, Delete.
     async fn end(&self, id: &str) {
         self.svc.kill(id, "", 9, false).await.unwrap();
@@ -1577,15 +1591,7 @@ async fn pod_container_over_its_own_memory_limit_is_oom_killed() {
     .unwrap();
     assert_eq!(f.svc.state("app", "").unwrap().status, Status::Running);
     f.touch("app.memory", "4097");
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("app", ""))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(exit.status, 137);
-    assert_eq!(
-        f.events.topics("app"),
-        ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]
-    );
+    f.oom_killed("app").await;
     assert_eq!(f.svc.state("side", "").unwrap().status, Status::Running);
     assert_eq!(f.events.topics("side"), ["/tasks/create", "/tasks/start"]);
     f.svc.delete("app", "").await.unwrap();
@@ -1619,15 +1625,7 @@ async fn runsc_2022_enforces_a_container_limit_only_alone_in_its_pod() {
     f.svc.kill("side", "", 15, false).await.unwrap();
     f.svc.wait("side", "").await.unwrap();
     // Alone now: the sandbox's figure is the container's.
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("app", ""))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(exit.status, 137);
-    assert_eq!(
-        f.events.topics("app"),
-        ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]
-    );
+    f.oom_killed("app").await;
     for id in ["app", "side"] {
         f.svc.delete(id, "").await.unwrap();
     }
