@@ -4,7 +4,11 @@
 //! - `start`: start (or find) the long-running shim for the task and print its address;
 //! - `delete`: clean up after a task whose shim is gone;
 //! - with no action: serve the Task API (the process `start` spawned).
+//!
+//! Node operations have their own verbs: `install` / `uninstall`, and `checkpoint` (a task's
+//! sandbox into a directory, through its shim).
 
+mod checkpoint;
 mod convert;
 mod delete;
 mod errors;
@@ -33,8 +37,12 @@ fn main() -> ExitCode {
         return print_version();
     }
     // Node set-up: not part of containerd's protocol, so it has its own flag syntax.
-    if let Some(cmd @ ("install" | "uninstall")) = args.first().map(String::as_str) {
-        return match install::run(cmd == "uninstall", &args[1..]) {
+    if let Some(cmd @ ("install" | "uninstall" | "checkpoint")) = args.first().map(String::as_str) {
+        let done = match cmd {
+            "checkpoint" => checkpoint::run(&args[1..]),
+            _ => install::run(cmd == "uninstall", &args[1..]),
+        };
+        return match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 #[allow(clippy::print_stderr, reason = "command line error")]

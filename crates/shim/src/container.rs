@@ -21,6 +21,106 @@ pub struct RestoreFrom {
     pub into_created: bool,
 }
 
+/// A pod sandbox restored from a checkpoint of a whole pod: the pod's containers created
+/// next are restored from the same image, until the sandbox has all the containers the image
+/// holds.
+#[derive(Debug)]
+pub struct PodRestore {
+    /// The checkpoint image directory.
+    pub image: PathBuf,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// Application containers of the image not restored yet.
+    count: u32,
+    /// Their CRI container names, when the image records them (a checkpoint by this shim).
+    names: Option<Vec<String>>,
+}
+
+impl PodRestore {
+    /// A pod restore from `image`, which holds `containers` application containers, named
+    /// `names` if known.
+    pub fn new(image: PathBuf, containers: u32, names: Option<Vec<String>>) -> PodRestore {
+        PodRestore {
+            image,
+            pending: Mutex::new(Pending {
+                count: containers,
+                names,
+            }),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How the pod container `name` (its CRI container name) is to be made: restored from
+    /// the image (`Some`), or started as usual once every container of the image is back
+    /// (`None`). While containers of the image are still to come, a container the image does
+    /// not hold cannot run (the sandbox is not running yet): an error naming the ones it
+    /// holds.
+    pub fn take(&self, name: Option<&str>) -> std::result::Result<Option<RestoreFrom>, String> {
+        self.admit(name, true)
+    }
+
+    /// What [`PodRestore::take`] would answer, without taking anything.
+    pub fn check(&self, name: Option<&str>) -> std::result::Result<Option<RestoreFrom>, String> {
+        self.admit(name, false)
+    }
+
+    fn admit(
+        &self,
+        name: Option<&str>,
+        commit: bool,
+    ) -> std::result::Result<Option<RestoreFrom>, String> {
+        let mut p = self.pending();
+        if p.count == 0 {
+            return Ok(None);
+        }
+        let restore = RestoreFrom {
+            image: self.image.clone(),
+            into_created: true,
+        };
+        match (&mut p.names, name) {
+            (Some(names), Some(name)) => match names.iter().position(|n| n == name) {
+                Some(i) => {
+                    if commit {
+                        names.remove(i);
+                    }
+                }
+                None => {
+                    return Err(format!(
+                        "the pod is being restored from {} and container {name:?} is not in \
+                         it; the image holds {names:?} still to come (init containers and \
+                         containers added since the checkpoint cannot join a pod being \
+                         restored)",
+                        self.image.display()
+                    ));
+                }
+            },
+            (Some(names), None) => {
+                return Err(format!(
+                    "the pod is being restored from {} and this container has no CRI \
+                     container name to match; the image holds {names:?} still to come",
+                    self.image.display()
+                ));
+            }
+            (None, _) => {}
+        }
+        if commit {
+            p.count -= 1;
+        }
+        Ok(Some(restore))
+    }
+
+    /// Application containers still to come.
+    pub fn remaining(&self) -> u32 {
+        self.pending().count
+    }
+}
+
 /// One task served by this shim.
 #[derive(Debug)]
 pub struct Container {
@@ -48,6 +148,10 @@ pub struct Container {
     pub limits: crate::cgroups::stats::SpecLimits,
     /// The checkpoint the init process is restored from at Start, if it was created from one.
     pub restore: Option<RestoreFrom>,
+    /// For a pod sandbox restored from a pod checkpoint: the containers still to restore.
+    pub pod_restore: Option<PodRestore>,
+    /// The CRI container name (annotation `io.kubernetes.cri.container-name`), if any.
+    pub cri_name: Option<String>,
     /// The init process.
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -86,6 +190,8 @@ impl Container {
             sandbox_cgroup: None,
             limits: Default::default(),
             restore: None,
+            pod_restore: None,
+            cri_name: None,
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
         }

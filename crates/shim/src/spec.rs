@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI annotation: the pod sandbox id.
 pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+/// containerd CRI annotation: the container's name in its pod (what runsc matches the
+/// containers of a restored pod by).
+pub const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 /// CRI annotation: the pod's log directory.
 pub const CRI_SANDBOX_LOG_DIR: &str = "io.kubernetes.cri.sandbox-log-directory";
 /// CRI-O annotation: `sandbox` or `container`.

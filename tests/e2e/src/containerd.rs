@@ -132,6 +132,11 @@ impl Containerd {
         Ok(c)
     }
 
+    /// containerd's state directory (task bundles, shim addresses).
+    pub fn state_dir(&self) -> PathBuf {
+        self.work.join("state")
+    }
+
     /// Waits until the freshly launched daemon answers; stops it and fails if it never does.
     fn wait_up(&mut self) -> Result<()> {
         // Seconds normally; much longer in an emulated guest on a loaded machine, where the

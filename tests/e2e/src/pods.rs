@@ -21,6 +21,15 @@ pub const HANDLER: &str = "runsc";
 /// containerd 2.x only: our runtime configured with `sandboxer = "shim"` (containerd's
 /// Sandbox API, which this shim refuses with a message).
 pub const SANDBOXER_HANDLER: &str = "runsc-sandboxer";
+/// Our runtime with runsc's network stack off (`network = "none"`: runsc cannot checkpoint a
+/// sandbox using the host's network stack, and these runsc builds refuse their own stack on
+/// this kernel) and the pod annotations `dev.gvisor.*` passed through (a pod restore).
+pub const CHECKPOINT_HANDLER: &str = "runsc-ckpt";
+
+/// The runsc config of [`CHECKPOINT_HANDLER`], next to the handler's own `runsc_toml`.
+pub fn checkpoint_toml(runsc_toml: &Path) -> PathBuf {
+    runsc_toml.with_file_name("runsc-ckpt.toml")
+}
 
 /// Builds the images a pod needs, `IMAGE` (busybox) and `PAUSE`, as OCI tarballs
 /// `busybox.tar` and `pause.tar` in `dir`, and imports both into `containerd`'s current
@@ -60,6 +69,7 @@ pub fn cri_config(
 }
 
 fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str) -> String {
+    let ckpt = checkpoint_toml(Path::new(cfg)).display().to_string();
     if build.major() >= 2 {
         format!(
             r#"
@@ -84,6 +94,12 @@ fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}.options]
   TypeUrl = "io.containerd.runsc.v1.options"
   ConfigPath = "{cfg}"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{CHECKPOINT_HANDLER}]
+  runtime_type = "io.containerd.runsc.v1"
+  pod_annotations = ["dev.gvisor.*"]
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{CHECKPOINT_HANDLER}.options]
+  TypeUrl = "io.containerd.runsc.v1.options"
+  ConfigPath = "{ckpt}"
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["{cni_bin}"]
   conf_dir = "{conf}"
@@ -109,6 +125,12 @@ fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
   TypeUrl = "io.containerd.runsc.v1.options"
   ConfigPath = "{cfg}"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{CHECKPOINT_HANDLER}]
+  runtime_type = "io.containerd.runsc.v1"
+  pod_annotations = ["dev.gvisor.*"]
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{CHECKPOINT_HANDLER}.options]
+  TypeUrl = "io.containerd.runsc.v1.options"
+  ConfigPath = "{ckpt}"
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "{cni_bin}"
   conf_dir = "{conf}"
@@ -203,6 +225,14 @@ impl PodEnv {
             &runsc_toml,
             format!(
                 "binary_name = \"{}\"\nroot = \"{}\"\n{runsc_extra}\n[runsc_config]\n  network = \"host\"\n",
+                rs.runsc.display(),
+                runsc_root.display()
+            ),
+        )?;
+        std::fs::write(
+            checkpoint_toml(&runsc_toml),
+            format!(
+                "binary_name = \"{}\"\nroot = \"{}\"\n{runsc_extra}\n[runsc_config]\n  network = \"none\"\n",
                 rs.runsc.display(),
                 runsc_root.display()
             ),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use e2e::cri::{self, ContainerState};
 use e2e::leftovers;
-use e2e::pods::{HANDLER, IMAGE, PodEnv, SANDBOXER_HANDLER};
+use e2e::pods::{CHECKPOINT_HANDLER, HANDLER, IMAGE, PodEnv, SANDBOXER_HANDLER};
 use e2e::runner::{self, Runner, eventually};
 use e2e::versions;
 
@@ -154,6 +154,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "checkpoint_container_fails_clearly_and_the_pod_runs_on",
         checkpoint_container_fails_clearly,
     ),
+    (
+        "pod_suspended_and_resumed_with_its_memory",
+        pod_suspended_and_resumed,
+    ),
+    ("pod_checkpoint_bad_input", pod_checkpoint_bad_input),
     (
         "ten_pods_created_and_removed_leave_nothing",
         ten_pods_created_and_removed_leave_nothing,
@@ -695,6 +700,239 @@ fn checkpoint_container_fails_clearly(env: &mut PodEnv, p: &str) -> Result<()> {
     ensure!(!location.exists(), "{} was written", location.display());
     ensure!(state(env, &c)?.0 == RUNNING, "the container stopped");
     env.cri.remove_pod(&pod.id)
+}
+
+/// The pod annotation that restores a new pod from a pod checkpoint.
+const RESTORE_ANNOTATION: &str = "dev.gvisor.restore.image-path";
+
+/// A counter: `i` lives in the shell's memory, `/tmp/count` only shows it.
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done";
+
+/// A pod of the checkpoint handler (runsc without a network stack), with `annotations`.
+fn checkpoint_pod(env: &mut PodEnv, name: &str, annotations: &[(&str, &str)]) -> Result<Pod> {
+    let log_dir = env.logs.join(name);
+    std::fs::create_dir_all(&log_dir)?;
+    let mut cfg = cri::pod_config(
+        name,
+        &format!("uid-{name}"),
+        &log_dir,
+        &format!("{}/pod{name}", env.cgroup_base),
+    );
+    for (k, v) in annotations {
+        cfg.annotations.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let id = env.cri.run_pod(&cfg, CHECKPOINT_HANDLER)?;
+    Ok(Pod { id, cfg, log_dir })
+}
+
+/// The counter's value in container `id`.
+fn count(env: &mut PodEnv, id: &str) -> Result<u64> {
+    let out = env.cri.exec_sync(id, &["cat", "/tmp/count"], 10)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("count in {id}: {out:?}"))
+}
+
+/// `containerd-shim-runsc-v1 checkpoint ...` against this environment's containerd.
+fn checkpoint_cli(env: &PodEnv, args: &[&str]) -> Result<e2e::containerd::Out> {
+    let mut cmd = std::process::Command::new(versions::shim_binary());
+    cmd.arg("checkpoint")
+        .arg("--state")
+        .arg(env.containerd.state_dir())
+        .args(args);
+    e2e::containerd::run(&mut cmd, Duration::from_secs(120))
+}
+
+/// A pod of two counting containers checkpointed as a whole through its sandbox id (the
+/// node-level suspend), removed, and restored into a new pod whose pod annotation names the
+/// image: each container goes on counting from its value in memory, and the restored pod
+/// behaves as any (exec, removal). runsc 20221219 cannot restore a pod: refused clearly.
+fn pod_suspended_and_resumed(env: &mut PodEnv, p: &str) -> Result<()> {
+    reset(env);
+    let image = env.work.join("pod-image");
+    let _ = std::fs::remove_dir_all(&image);
+    let image_arg = image.display().to_string();
+    let pod = checkpoint_pod(env, "agent", &[])?;
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let cfg = cri::container_config(name, IMAGE, &["sh", "-c", COUNTER]);
+        ids.push(env.cri.start_container(&pod.id, &cfg, &pod.cfg)?);
+    }
+    if p.ends_with("runsc-2022") {
+        let out = checkpoint_cli(env, &["--image-path", &image_arg, &pod.id])?;
+        ensure!(
+            out.code != 0 && out.stderr.contains("cannot restore a pod"),
+            "checkpoint with runsc 2022: {out:?}"
+        );
+        ensure!(
+            !image.join("checkpoint.img").exists(),
+            "an image was written"
+        );
+        ensure!(state(env, &ids[0])?.0 == RUNNING, "the pod stopped");
+        return env.cri.remove_pod(&pod.id);
+    }
+    // 25 counts take 5 s: a counter started afresh cannot be past them within the 4 s the
+    // restored one is given below.
+    let mut before = Vec::new();
+    for id in &ids {
+        eventually("the counter to pass 25", Duration::from_secs(30), || {
+            Ok(count(env, id)? >= 25)
+        })?;
+    }
+    for id in &ids {
+        before.push(count(env, id)?);
+    }
+    let out = checkpoint_cli(env, &["--image-path", &image_arg, &pod.id])?;
+    ensure!(out.code == 0, "checkpoint: {out:?}");
+    ensure!(image.join("checkpoint.img").is_file(), "no image written");
+    ensure!(state(env, &ids[0])?.0 == RUNNING, "the pod stopped");
+    env.cri.remove_pod(&pod.id)?;
+
+    let restored = checkpoint_pod(env, "agent", &[(RESTORE_ANNOTATION, &image_arg)])?;
+    let mut new_ids = Vec::new();
+    for name in ["a", "b"] {
+        let cfg = cri::container_config(name, IMAGE, &["sh", "-c", COUNTER]);
+        new_ids.push(env.cri.start_container(&restored.id, &cfg, &restored.cfg)?);
+    }
+    for (id, was) in new_ids.iter().zip(&before) {
+        let mut last = 0;
+        eventually(
+            "the restored counter to go on",
+            Duration::from_secs(4),
+            || {
+                last = count(env, id)?;
+                Ok(last > *was)
+            },
+        )
+        .with_context(|| format!("{id}: {last} after {was} at the checkpoint"))?;
+        ensure!(state(env, id)?.0 == RUNNING, "{id} is not running");
+    }
+    let out = env.cri.exec_sync(&new_ids[1], &["echo", "resumed"], 10)?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("resumed"),
+        "exec in the restored pod: {out:?}"
+    );
+    env.cri.remove_pod(&restored.id)
+}
+
+/// What a pod checkpoint and a pod restore refuse, each with a message naming the problem
+/// and nothing left: an unknown task; a container the image does not hold joining a pod
+/// being restored; a pod annotation naming a directory without an image; runsc 20221219.
+fn pod_checkpoint_bad_input(env: &mut PodEnv, p: &str) -> Result<()> {
+    reset(env);
+    let image = env.work.join("bad-image");
+    let _ = std::fs::remove_dir_all(&image);
+    let image_arg = image.display().to_string();
+    let out = checkpoint_cli(env, &["--image-path", &image_arg, "no-such-pod"])?;
+    ensure!(
+        out.code != 0 && out.stderr.contains("no running task \"no-such-pod\""),
+        "unknown task: {out:?}"
+    );
+    if !p.ends_with("runsc-2022") {
+        pod_with_a_finished_container(env, &image)?;
+    }
+
+    let empty = env.work.join("empty-image");
+    std::fs::create_dir_all(&empty)?;
+    let empty_arg = empty.display().to_string();
+    let err = checkpoint_pod(env, "noimage", &[(RESTORE_ANNOTATION, &empty_arg)])
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    ensure!(
+        err.contains("has no checkpoint.img") && err.contains(RESTORE_ANNOTATION),
+        "restore from a directory without an image: {err:?}"
+    );
+    if p.ends_with("runsc-2022") {
+        // Refused before runsc is asked for anything, with an image there.
+        std::fs::write(
+            empty.join("checkpoint.img"),
+            b"gVisorSF\0\0\0\0\0\0\0\x02{}",
+        )?;
+        let err = checkpoint_pod(env, "oldrunsc", &[(RESTORE_ANNOTATION, &empty_arg)])
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        ensure!(
+            err.contains("cannot restore a pod"),
+            "restore with runsc 20221219: {err:?}"
+        );
+    }
+    // containerd removes a pod whose RunPodSandbox failed; its shim and runsc must go too.
+    let left: Vec<String> = env
+        .cri
+        .list_pods()?
+        .into_iter()
+        .filter_map(|p| p.metadata.map(|m| m.name))
+        .collect();
+    ensure!(left.is_empty(), "pods left: {left:?}");
+    let runsc = leftovers::runsc_processes(&env.runsc_root);
+    ensure!(runsc.is_empty(), "runsc processes left: {runsc:?}");
+    Ok(())
+}
+
+/// A pod whose short-lived container has exited is checkpointed with the running one only
+/// (containerd deletes an exited container's task, and runsc's sandbox no longer holds it);
+/// its restore refuses the finished container (not in the image), as it would an init
+/// container, while the running one comes back.
+fn pod_with_a_finished_container(env: &mut PodEnv, image: &Path) -> Result<()> {
+    let image_arg = image.display().to_string();
+    let pod = checkpoint_pod(env, "finished", &[])?;
+    let live = container(env, &pod, "live", &["sleep", "100000"])?;
+    let done = container(env, &pod, "done", &["true"])?;
+    eventually(
+        "the short container to exit",
+        Duration::from_secs(30),
+        || Ok(state(env, &done)?.0 == EXITED),
+    )?;
+    // containerd deletes an exited container's task just after reporting the exit; until
+    // then the shim still has it and refuses.
+    let mut last = None;
+    eventually("the checkpoint", Duration::from_secs(20), || {
+        let out = checkpoint_cli(env, &["--image-path", &image_arg, &pod.id])?;
+        if out.code != 0 {
+            ensure!(out.stderr.contains("not running"), "checkpoint: {out:?}");
+        }
+        let ok = out.code == 0;
+        last = Some(out);
+        Ok(ok)
+    })
+    .with_context(|| format!("{last:?}"))?;
+    ensure!(state(env, &live)?.0 == RUNNING, "the pod stopped");
+    env.cri.remove_pod(&pod.id)?;
+
+    let restored = checkpoint_pod(env, "finished", &[(RESTORE_ANNOTATION, &image_arg)])?;
+    let err = env
+        .cri
+        .start_container(
+            &restored.id,
+            &cri::container_config("done", IMAGE, &["true"]),
+            &restored.cfg,
+        )
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    ensure!(
+        err.contains("done") && err.contains("is not in it") && err.contains("live"),
+        "a container the image does not hold: {err:?}"
+    );
+    // A pod removed while its restore waits for containers goes completely.
+    env.cri.remove_pod(&restored.id)?;
+    let runsc = leftovers::runsc_processes(&env.runsc_root);
+    ensure!(
+        runsc.is_empty(),
+        "runsc processes left by a pending restore: {runsc:?}"
+    );
+
+    let restored = checkpoint_pod(env, "finished", &[(RESTORE_ANNOTATION, &image_arg)])?;
+    let live = container(env, &restored, "live", &["sleep", "100000"])?;
+    let out = env.cri.exec_sync(&live, &["echo", "back"], 10)?;
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("back"),
+        "exec in the restored container: {out:?}"
+    );
+    env.cri.remove_pod(&restored.id)
 }
 
 fn reopen_container_log(env: &mut PodEnv, _p: &str) -> Result<()> {

@@ -1,8 +1,13 @@
 //! Checkpoint of a task's sandbox, and the restore of a task created from a checkpoint.
 //!
-//! runsc checkpoints and restores a whole sandbox, so only a container that is a sandbox of
-//! its own (`ctr run`, nerdctl) can be checkpointed or restored; the containers of a CRI pod
-//! cannot. containerd publishes TaskCheckpointed itself once the Checkpoint call returns.
+//! runsc checkpoints and restores a whole sandbox. A container that is a sandbox of its own
+//! (`ctr run`, nerdctl) is checkpointed and restored through containerd's task API. A CRI
+//! pod is checkpointed as a whole through its sandbox (pause) container, and restored as a
+//! whole into a new pod whose sandbox carries [`RESTORE_POD_ANNOTATION`]: the new pod's
+//! containers are restored from the image as they are created (runsc 20240729 and later:
+//! runsc matches them by their CRI container name and resumes the sandbox once the last one
+//! is back). One container of a pod cannot be checkpointed or restored on its own.
+//! containerd publishes TaskCheckpointed itself once the Checkpoint call returns.
 //!
 //! Measured with the Debian runsc builds:
 //! - 20240729: `runsc checkpoint` works on a running or a paused container, and with
@@ -12,8 +17,9 @@
 //! - 20221219: `--leave-running` destroys the sandbox and restores a new one in the
 //!   foreground (and panics on a paused container), so it is refused. A restore is `runsc
 //!   restore --detach` with no prior create: it makes the sandbox, which gets the stdio of the
-//!   restore process.
+//!   restore process. It cannot restore a sandbox of several containers.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +28,7 @@ use runsc::{CheckpointOpts, RestoreOpts, Runsc, StdioFds};
 
 use super::create::CreateRequest;
 use super::{Inner, Service, read_pid};
-use crate::container::{Container, RestoreFrom};
+use crate::container::{Container, PodRestore, RestoreFrom};
 use crate::error::{Error, IoContext, Result};
 use crate::events::Event;
 use crate::io::ConsoleSocket;
@@ -36,6 +42,76 @@ const RESTORE_INTO_CREATED_SINCE: u32 = 20240729;
 /// The file `runsc checkpoint` writes into the image directory.
 const IMAGE_FILE: &str = "checkpoint.img";
 
+/// The pod annotation that makes a new pod the restore of a pod checkpoint: the image
+/// directory. containerd passes it to the runtime when the runtime's `pod_annotations` lists
+/// it (`pod_annotations = ["dev.gvisor.*"]`).
+pub const RESTORE_POD_ANNOTATION: &str = "dev.gvisor.restore.image-path";
+
+/// The magic bytes a runsc state file starts with; an 8-byte big-endian length and that many
+/// bytes of JSON metadata (a map of strings) follow.
+const STATE_MAGIC: &[u8; 8] = b"gVisorSF";
+
+/// The largest metadata runsc writes (its own limit).
+const MAX_METADATA: u64 = 16 << 20;
+
+/// The file a pod checkpoint also gets: the CRI names of the pod's containers, which the
+/// restore matches the new pod's containers against (runsc's image does not say).
+const POD_NAMES_FILE: &str = "pod.json";
+
+fn write_pod_names(image: &Path, names: &[String]) -> Result<()> {
+    let path = image.join(POD_NAMES_FILE);
+    let text = serde_json::json!({ "containers": names }).to_string();
+    std::fs::write(&path, text).context(|| format!("write {}", path.display()))
+}
+
+/// The container names a pod checkpoint recorded; `None` for an image without them (made
+/// by runsc itself).
+fn read_pod_names(image: &Path) -> std::result::Result<Option<Vec<String>>, String> {
+    let path = image.join(POD_NAMES_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    #[derive(serde::Deserialize)]
+    struct PodNames {
+        containers: Vec<String>,
+    }
+    serde_json::from_slice::<PodNames>(&text)
+        .map(|p| Some(p.containers))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// How many containers the sandbox saved in a state file held: its metadata's
+/// `container_count` (1 when absent, as runsc assumes).
+fn image_containers(file: &Path) -> std::result::Result<u32, String> {
+    let mut f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head)
+        .map_err(|_| "too short for a runsc state file".to_owned())?;
+    if &head[..8] != STATE_MAGIC {
+        return Err("not a runsc state file (bad magic header)".into());
+    }
+    let len = u64::from_be_bytes(head[8..].try_into().unwrap_or_default());
+    if len > MAX_METADATA {
+        return Err(format!("metadata length {len} is out of range"));
+    }
+    let mut meta = Vec::new();
+    f.take(len)
+        .read_to_end(&mut meta)
+        .map_err(|e| e.to_string())?;
+    let map: std::collections::HashMap<String, String> =
+        serde_json::from_slice(&meta).map_err(|e| format!("unreadable metadata: {e}"))?;
+    match map.get("container_count") {
+        None => Ok(1),
+        Some(n) => n
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("invalid container_count {n:?}")),
+    }
+}
+
 /// A Checkpoint request.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointRequest {
@@ -48,17 +124,21 @@ pub struct CheckpointRequest {
 }
 
 /// Why a task cannot be checkpointed or restored because of where it runs, if it cannot.
+/// A pod sandbox can be checkpointed (the whole pod) but not restored through containerd's
+/// checkpoint path: a pod is restored through [`RESTORE_POD_ANNOTATION`].
 fn refuse_pod(id: &str, kind: &ContainerKind, what: &str) -> Result<()> {
     match kind {
         ContainerKind::Standalone => Ok(()),
+        ContainerKind::PodSandbox if what == "checkpoint" => Ok(()),
         ContainerKind::PodSandbox => Err(Error::FailedPrecondition(format!(
-            "cannot {what} task {id}: it is the sandbox container of a pod; runsc checkpoints \
-             and restores whole sandboxes, and containerd cannot restore a pod's containers \
-             from one image"
+            "cannot {what} task {id} from a containerd checkpoint: it is the sandbox \
+             container of a pod, and containerd cannot restore a pod's containers from one \
+             image; restore a pod with the pod annotation {RESTORE_POD_ANNOTATION}"
         ))),
         ContainerKind::PodContainer { sandbox_id } => Err(Error::FailedPrecondition(format!(
             "cannot {what} task {id}: it is one container of pod sandbox {sandbox_id}; runsc \
-             checkpoints and restores whole sandboxes, not one container of a pod"
+             checkpoints and restores whole sandboxes, not one container of a pod (checkpoint \
+             the pod through its sandbox {sandbox_id})"
         ))),
     }
 }
@@ -100,6 +180,72 @@ pub(super) async fn restore_plan(
     })
 }
 
+/// The restore of a new pod from a pod checkpoint, if its sandbox's spec asks for one with
+/// [`RESTORE_POD_ANNOTATION`]. Checked at the sandbox's Create: the image must be a runsc
+/// state file and runsc able to restore several containers into one sandbox.
+pub(super) async fn pod_restore_plan(
+    id: &str,
+    kind: &ContainerKind,
+    spec: &serde_json::Value,
+    runsc: &Runsc,
+) -> Result<Option<PodRestore>> {
+    let Some(image) = spec
+        .get("annotations")
+        .and_then(|a| a.get(RESTORE_POD_ANNOTATION))
+        .and_then(serde_json::Value::as_str)
+    else {
+        return Ok(None);
+    };
+    match kind {
+        ContainerKind::PodSandbox => {}
+        // containerd copies the pod's passed-through annotations into each container's
+        // spec too; a pod's container is restored with its sandbox.
+        ContainerKind::PodContainer { .. } => return Ok(None),
+        ContainerKind::Standalone => {
+            return Err(Error::InvalidArgument(format!(
+                "cannot create task {id}: annotation {RESTORE_POD_ANNOTATION} restores a pod \
+                 (a pod annotation); a container of its own is restored from a containerd \
+                 checkpoint (`ctr container restore`)"
+            )));
+        }
+    }
+    let image = PathBuf::from(image);
+    let refuse = |why: String| {
+        Error::InvalidArgument(format!(
+            "cannot restore pod sandbox {id} from {} (annotation {RESTORE_POD_ANNOTATION}): \
+             {why}",
+            image.display()
+        ))
+    };
+    if !image.is_absolute() {
+        return Err(refuse("the path must be absolute".into()));
+    }
+    let file = image.join(IMAGE_FILE);
+    if !file.is_file() {
+        return Err(refuse(format!(
+            "it has no {IMAGE_FILE} (not a runsc checkpoint, or it is missing)"
+        )));
+    }
+    let containers = image_containers(&file).map_err(|e| refuse(format!("{IMAGE_FILE}: {e}")))?;
+    let (date, version) = runsc_date(runsc).await;
+    if date.is_some_and(|d| d < RESTORE_INTO_CREATED_SINCE) {
+        return Err(refuse(format!(
+            "runsc {version} cannot restore a pod; runsc {RESTORE_INTO_CREATED_SINCE} or newer \
+             can"
+        )));
+    }
+    let names = read_pod_names(&image).map_err(refuse)?;
+    if let Some(names) = names.as_ref().filter(|n| n.len() as u32 != containers - 1) {
+        return Err(refuse(format!(
+            "{POD_NAMES_FILE} names {} containers, {IMAGE_FILE} holds {}",
+            names.len(),
+            containers - 1
+        )));
+    }
+    tracing::info!(id, image = %image.display(), containers, names = ?names, runsc = %version, "pod sandbox to be restored from a checkpoint");
+    Ok(Some(PodRestore::new(image, containers - 1, names)))
+}
+
 /// Copies the files of directory `from` into `to` (made if missing).
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).context(|| format!("create {}", to.display()))?;
@@ -137,7 +283,12 @@ impl Service {
                 )));
             }
         };
-        if !req.exit {
+        let pod_names = if c.kind == ContainerKind::PodSandbox {
+            Some(self.check_pod_checkpoint(&c).await?)
+        } else {
+            None
+        };
+        if pod_names.is_none() && !req.exit {
             let (date, version) = runsc_date(&c.runsc).await;
             if date.is_some_and(|d| d < RESTORE_INTO_CREATED_SINCE) {
                 return Err(Error::Unimplemented(format!(
@@ -168,6 +319,9 @@ impl Service {
                 Error::runsc(format!("checkpoint task {id} into {}", image.display()), e)
             })?;
         tracing::info!(id, image = %image.display(), exit = req.exit, ms = started.elapsed().as_millis() as u64, "checkpointed");
+        if let Some(Some(names)) = &pod_names {
+            write_pod_names(&image, names)?;
+        }
         if req.exit && status == Status::Paused {
             // A checkpointed sandbox exits once it runs again; its exit is then reported as
             // for any task.
@@ -182,7 +336,96 @@ impl Service {
     }
 }
 
+impl Service {
+    /// A pod is checkpointed whole, and restored into a new pod container by container: every
+    /// container in the image must come back, so none may have exited (an init container, a
+    /// finished job), and runsc must be able to restore several containers.
+    /// Returns the CRI names of the pod's containers (`None` if one has none).
+    async fn check_pod_checkpoint(&self, sandbox: &Container) -> Result<Option<Vec<String>>> {
+        let id = sandbox.id.as_str();
+        let (date, version) = runsc_date(&sandbox.runsc).await;
+        if date.is_some_and(|d| d < RESTORE_INTO_CREATED_SINCE) {
+            return Err(Error::Unimplemented(format!(
+                "cannot checkpoint pod sandbox {id}: runsc {version} cannot restore a pod; \
+                 runsc {RESTORE_INTO_CREATED_SINCE} or newer can"
+            )));
+        }
+        let members: Vec<Arc<Container>> = self
+            .inner
+            .table()
+            .values()
+            .filter(|c| c.kind != ContainerKind::PodSandbox && c.sandbox_id == id)
+            .cloned()
+            .collect();
+        let mut idle: Vec<String> = members
+            .iter()
+            .filter(|c| !matches!(c.init.snapshot().status, Status::Running | Status::Paused))
+            .map(|c| c.id.clone())
+            .collect();
+        if !idle.is_empty() {
+            // containerd deletes the task of a container that exited; one still here was
+            // never started, or has only just exited.
+            idle.sort();
+            return Err(Error::FailedPrecondition(format!(
+                "cannot checkpoint pod sandbox {id}: its containers {idle:?} are not running; \
+                 a restore brings back every container of the sandbox, so start or remove them \
+                 first"
+            )));
+        }
+        if sandbox
+            .pod_restore
+            .as_ref()
+            .is_some_and(|r| r.remaining() > 0)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot checkpoint pod sandbox {id}: it is still being restored"
+            )));
+        }
+        Ok(members.iter().map(|c| c.cri_name.clone()).collect())
+    }
+}
+
 impl Inner {
+    /// The pod sandbox of `c` (or `c` itself), if it is being restored from a pod checkpoint
+    /// and still waits for containers of the image: until they are all back, nothing runs in
+    /// it.
+    pub(super) fn restore_pending(&self, c: &Container) -> Option<Arc<Container>> {
+        self.table()
+            .get(&c.sandbox_id)
+            .filter(|s| s.pod_restore.as_ref().is_some_and(|r| r.remaining() > 0))
+            .cloned()
+    }
+
+    /// A signal for a container of a pod whose restore still waits for containers: runsc
+    /// cannot deliver it (no process runs until the restore completes), so the sandbox is
+    /// ended, as the pod cannot run without the containers it waits for. Its exit ends every
+    /// container of the pod.
+    pub(super) fn end_pending_restore(&self, c: &Container, signal: u32) {
+        let Some(sandbox) = self.restore_pending(c) else {
+            return;
+        };
+        let pid = sandbox.init.snapshot().pid;
+        let waiting = sandbox
+            .pod_restore
+            .as_ref()
+            .map(PodRestore::remaining)
+            .unwrap_or(0);
+        tracing::warn!(
+            id = %c.id,
+            sandbox = %sandbox.id,
+            signal,
+            waiting,
+            "signal for a pod whose restore waits for containers: ending the sandbox"
+        );
+        if pid > 0 {
+            // The sandbox process is this shim's child until it is reaped: the pid is its.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     /// Start of a task created from a checkpoint: `runsc restore`. The caller holds the init
     /// process's lifecycle lock. On failure no sandbox is left: the task ends (into a created
     /// container) or stays created (runsc 20221219), to be deleted as usual.
@@ -216,10 +459,24 @@ impl Inner {
             ..Default::default()
         };
         if restore.into_created {
-            if let Err(e) = c.runsc.restore(id, &opts, StdioFds::default()).await {
-                // The created sandbox goes; its exit ends the task.
+            // A pod's container gets its stdio at the restore, as at a start; a sandbox's
+            // root container had it at the create.
+            let stdio = if c.kind.is_root() {
+                StdioFds::default()
+            } else {
+                p.io()
+                    .as_mut()
+                    .map(|io| io.take_process_side())
+                    .unwrap_or_default()
+            };
+            if let Err(e) = c.runsc.restore(id, &opts, stdio).await {
+                // The created container goes; for a root container its sandbox's exit ends
+                // the task, a pod's container is ended here.
                 if let Err(d) = self.runsc_delete(c).await {
                     tracing::warn!(id, error = %d, "delete after a failed restore failed");
+                }
+                if !c.kind.is_root() {
+                    self.finish(c, &p, 255).await;
                 }
                 return Err(failed(e));
             }
@@ -266,16 +523,27 @@ impl Inner {
             st.transition(Status::Running)?;
             st.pid
         };
+        let waiting = self
+            .table()
+            .get(&c.sandbox_id)
+            .and_then(|s| s.pod_restore.as_ref().map(PodRestore::remaining))
+            .unwrap_or(0);
         tracing::info!(
             id,
             pid,
             ms = since.elapsed().as_millis() as u64,
+            pod_containers_to_come = waiting,
             "restored from checkpoint"
         );
         self.publish(Event::Start {
             container_id: id.to_owned(),
             pid,
         });
+        if !c.kind.is_root() {
+            super::lifecycle::place_gofer(c);
+            self.watch_sub_container(c.clone(), since);
+            self.guard_memory(c.clone());
+        }
         Ok(pid)
     }
 }

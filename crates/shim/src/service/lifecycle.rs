@@ -104,6 +104,12 @@ impl Service {
                         _ => Error::runsc(format!("kill exec {exec_id} of task {id}"), e),
                     })
             }
+            (Status::Running | Status::Paused, true)
+                if !ignored_by_default(signal) && self.inner.restore_pending(&c).is_some() =>
+            {
+                self.inner.end_pending_restore(&c, signal);
+                Ok(())
+            }
             (Status::Running | Status::Paused, true) => {
                 if st.status == Status::Paused {
                     // runsc signals only running containers. SIGKILL must work on a paused
@@ -378,7 +384,7 @@ impl Inner {
 /// With `--systemd-cgroup`, runsc 20221219 and 20240729 try to join the sandbox's existing
 /// scope by starting it again, which systemd ignores, so the gofer would stay in the shim's
 /// own cgroup (containerd's service).
-fn place_gofer(c: &Container) {
+pub(super) fn place_gofer(c: &Container) {
     let Some(sandbox) = c.sandbox_cgroup.as_ref() else {
         return;
     };
