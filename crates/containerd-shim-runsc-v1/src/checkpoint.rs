@@ -199,7 +199,7 @@ mod tests {
             "c1",
         ]))
         .unwrap();
-        assert!(a.exit && a.namespace == "default" && a.state == PathBuf::from("/tmp/s"));
+        assert!(a.exit && a.namespace == "default" && a.state == std::path::Path::new("/tmp/s"));
         assert!(a.image_path.is_absolute() && a.image_path.ends_with("rel"));
         assert_eq!(a.timeout, Duration::from_secs(9));
     }

@@ -235,3 +235,41 @@ impl Container {
         self.execs().values().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_restore_by_name_then_as_usual() {
+        let r = PodRestore::new("/img".into(), 2, Some(vec!["a".into(), "b".into()]));
+        // A container the image does not hold is refused while containers are to come.
+        let e = r.check(Some("init")).unwrap_err();
+        assert!(
+            e.contains("\"init\" is not in it") && e.contains("[\"a\", \"b\"]"),
+            "{e}"
+        );
+        assert!(r.check(None).unwrap_err().contains("no CRI container name"));
+        // check takes nothing.
+        assert!(r.check(Some("b")).unwrap().is_some());
+        assert_eq!(r.remaining(), 2);
+        let b = r.take(Some("b")).unwrap().unwrap();
+        assert_eq!(b.image, PathBuf::from("/img"));
+        assert!(b.into_created);
+        assert_eq!(r.remaining(), 1);
+        // Each name comes back once.
+        assert!(r.take(Some("b")).is_err());
+        assert!(r.take(Some("a")).unwrap().is_some());
+        // Then containers start as usual (a restart by the kubelet).
+        assert_eq!(r.remaining(), 0);
+        assert_eq!(r.take(Some("a")).unwrap(), None);
+        assert_eq!(r.take(Some("other")).unwrap(), None);
+    }
+
+    #[test]
+    fn pod_restore_by_count_without_names() {
+        let r = PodRestore::new("/img".into(), 1, None);
+        assert!(r.take(None).unwrap().is_some());
+        assert_eq!(r.take(Some("x")).unwrap(), None);
+    }
+}

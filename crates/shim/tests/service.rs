@@ -1567,6 +1567,262 @@ async fn bad_checkpoint_images_are_refused_and_nothing_is_left() {
     assert!(f.svc.shutdown());
 }
 
+/// A request for a container of CRI pod `sandbox` named `name` in the pod, with `extra`
+/// annotations.
+fn named_pod_request(
+    f: &Fixture,
+    id: &str,
+    kind: &str,
+    sandbox: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> CreateRequest {
+    let req = f.request(id);
+    let config = req.bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let mut annotations = serde_json::json!({
+        "io.kubernetes.cri.container-type": kind,
+        "io.kubernetes.cri.sandbox-id": sandbox,
+    });
+    if !name.is_empty() {
+        annotations["io.kubernetes.cri.container-name"] = serde_json::Value::from(name);
+    }
+    for (k, v) in extra {
+        annotations[*k] = serde_json::Value::from(*v);
+    }
+    spec["annotations"] = annotations;
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    req
+}
+
+/// A pod checkpoint image: a runsc state file of `containers` containers (sandbox included)
+/// and, if given, the container names the shim records.
+fn pod_image(f: &Fixture, name: &str, containers: u32, names: Option<&[&str]>) -> PathBuf {
+    let dir = f.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let meta = format!(r#"{{"container_count":"{containers}"}}"#);
+    let mut bytes = b"gVisorSF".to_vec();
+    bytes.extend_from_slice(&(meta.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(meta.as_bytes());
+    std::fs::write(dir.join("checkpoint.img"), bytes).unwrap();
+    if let Some(names) = names {
+        std::fs::write(
+            dir.join("pod.json"),
+            serde_json::json!({ "containers": names }).to_string(),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+const RESTORE_FROM: &str = "dev.gvisor.restore.image-path";
+
+/// A pod is checkpointed through its sandbox, with its containers' names; a new pod whose
+/// sandbox names the image is restored: the sandbox at its start, each container of the
+/// image at its start (matched by name), a container the image does not hold refused before
+/// anything is made, and a container created once all are back started as usual.
+#[tokio::test]
+async fn pod_checkpoint_then_restore_by_name() {
+    let f = Fixture::new();
+    f.svc
+        .create(named_pod_request(&f, "pod", "sandbox", "pod", "", &[]))
+        .await
+        .unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    f.svc
+        .create(named_pod_request(&f, "app", "container", "pod", "web", &[]))
+        .await
+        .unwrap();
+    f.svc.start("app", "").await.unwrap();
+    let ck = f.dir.path().join("ck");
+    f.svc
+        .checkpoint(
+            "pod",
+            CheckpointRequest {
+                path: ck.clone(),
+                exit: false,
+                image_path: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(f.calls().contains(&"checkpoint pod".to_owned()));
+    assert_eq!(
+        std::fs::read_to_string(ck.join("pod.json")).unwrap(),
+        r#"{"containers":["web"]}"#
+    );
+    // One container of the pod alone: refused, naming the sandbox.
+    let err = f
+        .svc
+        .checkpoint(
+            "app",
+            CheckpointRequest {
+                path: f.dir.path().join("ck-app"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("checkpoint the pod through its sandbox pod"),
+        "{err}"
+    );
+
+    let image = pod_image(&f, "img", 2, Some(&["web"]));
+    let image_arg = image.display().to_string();
+    let restore = [(RESTORE_FROM, image_arg.as_str())];
+    f.svc
+        .create(named_pod_request(
+            &f, "pod2", "sandbox", "pod2", "", &restore,
+        ))
+        .await
+        .unwrap();
+    f.svc.start("pod2", "").await.unwrap();
+    let err = f
+        .svc
+        .create(named_pod_request(
+            &f,
+            "init2",
+            "container",
+            "pod2",
+            "init",
+            &restore,
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("container \"init\" is not in it") && err.contains("[\"web\"]"),
+        "{err}"
+    );
+    assert!(!f.calls().contains(&"create init2".to_owned()));
+    f.svc
+        .create(named_pod_request(
+            &f,
+            "app2",
+            "container",
+            "pod2",
+            "web",
+            &restore,
+        ))
+        .await
+        .unwrap();
+    f.svc.start("app2", "").await.unwrap();
+    // The kubelet restarting it later: a usual start.
+    f.svc
+        .create(named_pod_request(
+            &f,
+            "app3",
+            "container",
+            "pod2",
+            "web",
+            &restore,
+        ))
+        .await
+        .unwrap();
+    f.svc.start("app3", "").await.unwrap();
+    let calls = f.calls();
+    for call in ["restore pod2", "restore app2", "start app3"] {
+        assert!(calls.contains(&call.to_owned()), "{call}: {calls:?}");
+    }
+    for call in ["start pod2", "start app2", "restore app3"] {
+        assert!(!calls.contains(&call.to_owned()), "{call}: {calls:?}");
+    }
+    for id in ["app3", "app2", "app", "pod2", "pod"] {
+        f.end(id).await;
+    }
+}
+
+/// A pod whose restore waits for a container that never comes runs nothing, so runsc cannot
+/// deliver a signal: a stop signal ends the sandbox (and with it the pod). Bad images and
+/// runsc 20221219 are refused at the sandbox's create.
+#[tokio::test]
+async fn pending_pod_restore_ends_on_a_signal_and_bad_images_are_refused() {
+    let f = Fixture::new();
+    let image = pod_image(&f, "img", 3, Some(&["a", "b"]));
+    let image_arg = image.display().to_string();
+    let restore = [(RESTORE_FROM, image_arg.as_str())];
+    let pid = f
+        .svc
+        .create(named_pod_request(&f, "pod", "sandbox", "pod", "", &restore))
+        .await
+        .unwrap();
+    f.svc.start("pod", "").await.unwrap();
+    f.svc
+        .create(named_pod_request(
+            &f,
+            "a1",
+            "container",
+            "pod",
+            "a",
+            &restore,
+        ))
+        .await
+        .unwrap();
+    f.svc.start("a1", "").await.unwrap();
+    f.svc.kill("pod", "", 15, false).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("pod", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 137);
+    assert!(!sandbox_alive(pid));
+    assert!(!f.calls().contains(&"kill pod".to_owned()));
+    // In runsc the sandbox's end ends its containers; the fake runs one process each.
+    let a1: i32 = std::fs::read_to_string(f.runsc_root().join("a1.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a1),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    tokio::time::timeout(Duration::from_secs(15), f.svc.wait("a1", ""))
+        .await
+        .unwrap()
+        .unwrap();
+    f.svc.delete("a1", "").await.unwrap();
+    f.svc.delete("pod", "").await.unwrap();
+
+    let refused = async |name: &str, dir: &str| {
+        let restore = [(RESTORE_FROM, dir)];
+        let err = f
+            .svc
+            .create(named_pod_request(&f, name, "sandbox", name, "", &restore))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!f.calls().contains(&format!("create {name}")), "{name}");
+        err
+    };
+    let bad = image_dir(&f, "bad", "garbage, not a runsc state file");
+    let err = refused("p1", &bad.display().to_string()).await;
+    assert!(err.contains("not a runsc state file"), "{err}");
+    let err = refused("p2", &f.dir.path().join("none").display().to_string()).await;
+    assert!(err.contains("has no checkpoint.img"), "{err}");
+    let err = refused("p3", "relative/dir").await;
+    assert!(err.contains("must be absolute"), "{err}");
+    let odd = pod_image(&f, "odd", 3, Some(&["a"]));
+    let err = refused("p4", &odd.display().to_string()).await;
+    assert!(err.contains("pod.json names 1 containers"), "{err}");
+    f.runsc_version_20221219();
+    let err = refused("p5", &image_arg).await;
+    assert!(err.contains("cannot restore a pod"), "{err}");
+    // A container of its own with the pod annotation: refused, naming the right way.
+    let mut req = f.request("c1");
+    let config = req.bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["annotations"] = serde_json::json!({ RESTORE_FROM: image_arg });
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    req.checkpoint = None;
+    let err = f.svc.create(req).await.unwrap_err().to_string();
+    assert!(err.contains("ctr container restore"), "{err}");
+    assert_eq!(f.svc.task_count(), 0);
+}
+
 /// Issue 14, item 2: a pod container over its own memory limit gets TaskOOM, then is killed
 /// (137), while a sibling under its own limit runs on. The limit (4 KiB) is below what the
 /// test's own cgroup holds, so the host gate is open and runsc is asked every interval.

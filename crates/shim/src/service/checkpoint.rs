@@ -393,6 +393,7 @@ impl Inner {
         self.table()
             .get(&c.sandbox_id)
             .filter(|s| s.pod_restore.as_ref().is_some_and(|r| r.remaining() > 0))
+            .filter(|s| s.init.snapshot().status == Status::Running)
             .cloned()
     }
 
@@ -552,9 +553,72 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn state_file(dir: &Path, metadata: &[u8]) -> PathBuf {
+        let path = dir.join(IMAGE_FILE);
+        let mut bytes = STATE_MAGIC.to_vec();
+        bytes.extend_from_slice(&(metadata.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(metadata);
+        bytes.extend_from_slice(b"state data");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn container_count_from_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = state_file(dir.path(), br#"{"container_count":"3","other":"x"}"#);
+        assert_eq!(image_containers(&f), Ok(3));
+        // runsc assumes one container when the count is absent.
+        let f = state_file(dir.path(), b"{}");
+        assert_eq!(image_containers(&f), Ok(1));
+        for (meta, why) in [
+            (
+                &br#"{"container_count":"0"}"#[..],
+                "invalid container_count",
+            ),
+            (
+                &br#"{"container_count":"x"}"#[..],
+                "invalid container_count",
+            ),
+            (&b"{not json"[..], "unreadable metadata"),
+        ] {
+            let f = state_file(dir.path(), meta);
+            let e = image_containers(&f).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let f = dir.path().join("bad");
+        std::fs::write(&f, b"NOTSTATE________rest").unwrap();
+        assert!(image_containers(&f).unwrap_err().contains("bad magic"));
+        std::fs::write(&f, b"gVisor").unwrap();
+        assert!(image_containers(&f).unwrap_err().contains("too short"));
+        let mut huge = STATE_MAGIC.to_vec();
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        std::fs::write(&f, huge).unwrap();
+        assert!(image_containers(&f).unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn pod_names_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_pod_names(dir.path()), Ok(None));
+        write_pod_names(dir.path(), &["a".into(), "b".into()]).unwrap();
+        assert_eq!(
+            read_pod_names(dir.path()),
+            Ok(Some(vec!["a".to_owned(), "b".to_owned()]))
+        );
+        std::fs::write(dir.path().join(POD_NAMES_FILE), b"[1]").unwrap();
+        assert!(
+            read_pod_names(dir.path())
+                .unwrap_err()
+                .contains(POD_NAMES_FILE)
+        );
+    }
+
     #[test]
     fn pods_are_refused_with_the_reason() {
         refuse_pod("c", &ContainerKind::Standalone, "checkpoint").unwrap();
+        // A pod is checkpointed whole, through its sandbox.
+        refuse_pod("pause", &ContainerKind::PodSandbox, "checkpoint").unwrap();
         let e = refuse_pod(
             "app",
             &ContainerKind::PodContainer {
@@ -571,7 +635,10 @@ mod tests {
         let e = refuse_pod("pause", &ContainerKind::PodSandbox, "restore")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("cannot restore task pause"), "{e}");
+        assert!(
+            e.contains("cannot restore task pause") && e.contains(RESTORE_POD_ANNOTATION),
+            "{e}"
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ checkpoint)
 restore)
   id="$last"; img=""; pidfile=""
   for a in "$@"; do case "$a" in --image-path=*) img="${a#--image-path=}";; --pid-file=*) pidfile="${a#--pid-file=}";; esac; done
-  grep -q "^image of" "$img/checkpoint.img" 2>/dev/null || fail "reading metadata from statefile: bad magic header"
+  grep -q "^image of\|^gVisorSF" "$img/checkpoint.img" 2>/dev/null || fail "reading metadata from statefile: bad magic header"
   if [ -f "$ctl/$id.pid" ]; then
     touch "$ctl/$id.started"
   else
