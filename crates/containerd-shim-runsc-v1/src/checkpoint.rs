@@ -22,8 +22,8 @@ use containerd_shim_protos::shim_async::TaskClient;
 
 const USAGE: &str = "usage: containerd-shim-runsc-v1 checkpoint --image-path DIR [--exit] \
 [--namespace NS] [--state DIR] [--timeout SECONDS] ID
-  ID            the task: a pod's sandbox id (`crictl pods -q --name NAME`) or a container
-                of its own
+  ID            the pod's sandbox id (`crictl pods -q --name NAME`); the image is restored
+                by a new pod with the pod annotation dev.gvisor.restore.image-path=DIR
   --image-path  where the image goes (made if missing; must not hold a checkpoint)
   --exit        stop the task after the checkpoint (default: it goes on running)
   --namespace   containerd namespace (default k8s.io, the kubelet's)

@@ -26,6 +26,12 @@ pub const SANDBOXER_HANDLER: &str = "runsc-sandboxer";
 /// this kernel) and the pod annotations `dev.gvisor.*` passed through (a pod restore).
 pub const CHECKPOINT_HANDLER: &str = "runsc-ckpt";
 
+/// The pod annotation that restores a new pod from a pod checkpoint.
+pub const RESTORE_ANNOTATION: &str = "dev.gvisor.restore.image-path";
+
+/// A counter: `i` lives in the shell's memory, `/tmp/count` only shows it.
+pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done";
+
 /// The runsc config of [`CHECKPOINT_HANDLER`], next to the handler's own `runsc_toml`.
 pub fn checkpoint_toml(runsc_toml: &Path) -> PathBuf {
     runsc_toml.with_file_name("runsc-ckpt.toml")
@@ -279,6 +285,26 @@ impl PodEnv {
             cgroup_base: format!("/e2e-{tag}"),
             logs,
         })
+    }
+
+    /// `containerd-shim-runsc-v1 checkpoint ARGS` (the node command) against this
+    /// environment's containerd.
+    pub fn checkpoint_cli(&self, args: &[&str]) -> Result<crate::containerd::Out> {
+        let mut cmd = Command::new(crate::versions::shim_binary());
+        cmd.arg("checkpoint")
+            .arg("--state")
+            .arg(self.containerd.state_dir())
+            .args(args);
+        run(&mut cmd, Duration::from_secs(120))
+    }
+
+    /// The value of a [`COUNTER`] in container `id`.
+    pub fn counter(&mut self, id: &str) -> Result<u64> {
+        let out = self.cri.exec_sync(id, &["cat", "/tmp/count"], 30)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .with_context(|| format!("count in {id}: {out:?}"))
     }
 
     /// Runs a command inside containerd's network namespace.

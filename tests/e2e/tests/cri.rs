@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use e2e::cri::{self, ContainerState};
 use e2e::leftovers;
-use e2e::pods::{CHECKPOINT_HANDLER, HANDLER, IMAGE, PodEnv, SANDBOXER_HANDLER};
+use e2e::pods::{
+    CHECKPOINT_HANDLER, COUNTER, HANDLER, IMAGE, PodEnv, RESTORE_ANNOTATION, SANDBOXER_HANDLER,
+};
 use e2e::runner::{self, Runner, eventually};
 use e2e::versions;
 
@@ -702,12 +704,6 @@ fn checkpoint_container_fails_clearly(env: &mut PodEnv, p: &str) -> Result<()> {
     env.cri.remove_pod(&pod.id)
 }
 
-/// The pod annotation that restores a new pod from a pod checkpoint.
-const RESTORE_ANNOTATION: &str = "dev.gvisor.restore.image-path";
-
-/// A counter: `i` lives in the shell's memory, `/tmp/count` only shows it.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done";
-
 /// A pod of the checkpoint handler (runsc without a network stack), with `annotations`.
 fn checkpoint_pod(env: &mut PodEnv, name: &str, annotations: &[(&str, &str)]) -> Result<Pod> {
     let log_dir = env.logs.join(name);
@@ -723,25 +719,6 @@ fn checkpoint_pod(env: &mut PodEnv, name: &str, annotations: &[(&str, &str)]) ->
     }
     let id = env.cri.run_pod(&cfg, CHECKPOINT_HANDLER)?;
     Ok(Pod { id, cfg, log_dir })
-}
-
-/// The counter's value in container `id`.
-fn count(env: &mut PodEnv, id: &str) -> Result<u64> {
-    let out = env.cri.exec_sync(id, &["cat", "/tmp/count"], 10)?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .with_context(|| format!("count in {id}: {out:?}"))
-}
-
-/// `containerd-shim-runsc-v1 checkpoint ...` against this environment's containerd.
-fn checkpoint_cli(env: &PodEnv, args: &[&str]) -> Result<e2e::containerd::Out> {
-    let mut cmd = std::process::Command::new(versions::shim_binary());
-    cmd.arg("checkpoint")
-        .arg("--state")
-        .arg(env.containerd.state_dir())
-        .args(args);
-    e2e::containerd::run(&mut cmd, Duration::from_secs(120))
 }
 
 /// A pod of two counting containers checkpointed as a whole through its sandbox id (the
@@ -760,7 +737,7 @@ fn pod_suspended_and_resumed(env: &mut PodEnv, p: &str) -> Result<()> {
         ids.push(env.cri.start_container(&pod.id, &cfg, &pod.cfg)?);
     }
     if p.ends_with("runsc-2022") {
-        let out = checkpoint_cli(env, &["--image-path", &image_arg, &pod.id])?;
+        let out = env.checkpoint_cli(&["--image-path", &image_arg, &pod.id])?;
         ensure!(
             out.code != 0 && out.stderr.contains("cannot restore a pod"),
             "checkpoint with runsc 2022: {out:?}"
@@ -777,13 +754,13 @@ fn pod_suspended_and_resumed(env: &mut PodEnv, p: &str) -> Result<()> {
     let mut before = Vec::new();
     for id in &ids {
         eventually("the counter to pass 25", Duration::from_secs(30), || {
-            Ok(count(env, id)? >= 25)
+            Ok(env.counter(id)? >= 25)
         })?;
     }
     for id in &ids {
-        before.push(count(env, id)?);
+        before.push(env.counter(id)?);
     }
-    let out = checkpoint_cli(env, &["--image-path", &image_arg, &pod.id])?;
+    let out = env.checkpoint_cli(&["--image-path", &image_arg, &pod.id])?;
     ensure!(out.code == 0, "checkpoint: {out:?}");
     ensure!(image.join("checkpoint.img").is_file(), "no image written");
     ensure!(state(env, &ids[0])?.0 == RUNNING, "the pod stopped");
@@ -801,7 +778,7 @@ fn pod_suspended_and_resumed(env: &mut PodEnv, p: &str) -> Result<()> {
             "the restored counter to go on",
             Duration::from_secs(4),
             || {
-                last = count(env, id)?;
+                last = env.counter(id)?;
                 Ok(last > *was)
             },
         )
@@ -824,7 +801,7 @@ fn pod_checkpoint_bad_input(env: &mut PodEnv, p: &str) -> Result<()> {
     let image = env.work.join("bad-image");
     let _ = std::fs::remove_dir_all(&image);
     let image_arg = image.display().to_string();
-    let out = checkpoint_cli(env, &["--image-path", &image_arg, "no-such-pod"])?;
+    let out = env.checkpoint_cli(&["--image-path", &image_arg, "no-such-pod"])?;
     ensure!(
         out.code != 0 && out.stderr.contains("no running task \"no-such-pod\""),
         "unknown task: {out:?}"
@@ -890,7 +867,7 @@ fn pod_with_a_finished_container(env: &mut PodEnv, image: &Path) -> Result<()> {
     // then the shim still has it and refuses.
     let mut last = None;
     eventually("the checkpoint", Duration::from_secs(20), || {
-        let out = checkpoint_cli(env, &["--image-path", &image_arg, &pod.id])?;
+        let out = env.checkpoint_cli(&["--image-path", &image_arg, &pod.id])?;
         if out.code != 0 {
             ensure!(out.stderr.contains("not running"), "checkpoint: {out:?}");
         }

@@ -14,6 +14,9 @@
 //! - a container over its own limit in a pod with room ends `OOMKilled` (137), its sibling
 //!   running on;
 //! - runc with `SystemdCgroup = true` as the baseline of the same two scenarios;
+//! - a pod suspended with `containerd-shim-runsc-v1 checkpoint` and resumed into a new pod of
+//!   the kubelet's slices with the pod annotation (runsc 20240729): the counter goes on, the
+//!   restored sandbox and its gofers are in the new pod's slice;
 //! - `ctr` with systemd and cgroupfs paths, v2 metrics with limits, and malformed paths;
 //! - the installer restarting the system containerd through systemd, then a pod.
 #![allow(
@@ -31,7 +34,7 @@ use e2e::containerd::{EventLog, run};
 use e2e::cri::{self, ContainerState, Cri};
 use e2e::leftovers;
 use e2e::node;
-use e2e::pods::{HANDLER, IMAGE, PodEnv};
+use e2e::pods::{CHECKPOINT_HANDLER, COUNTER, HANDLER, IMAGE, PodEnv, RESTORE_ANNOTATION};
 use e2e::runner::{self, Runner, eventually};
 use e2e::systemd::{self, PodSlices};
 use e2e::versions::{self, ContainerdBuild, RunscBuild};
@@ -83,6 +86,16 @@ fn limited(mut c: cri::ContainerConfig, memory: i64) -> cri::ContainerConfig {
 /// The pod's slices (with `MemoryMax`, as the kubelet sets them) and RunPodSandbox with the
 /// pod slice as cgroup parent and the pod-level resources the kubelet sends.
 fn kubelet_pod(env: &mut PodEnv, name: &str, handler: &str) -> Result<KubeletPod> {
+    kubelet_pod_with(env, name, handler, &[])
+}
+
+/// [`kubelet_pod`] with pod annotations.
+fn kubelet_pod_with(
+    env: &mut PodEnv,
+    name: &str,
+    handler: &str,
+    annotations: &[(&str, &str)],
+) -> Result<KubeletPod> {
     let uid = format!("1234abcd-{name}-4e5f-9a0b-{}", std::process::id());
     let slices = PodSlices::start(
         &uid,
@@ -102,6 +115,9 @@ fn kubelet_pod(env: &mut PodEnv, name: &str, handler: &str) -> Result<KubeletPod
             cpu_shares: 1024,
             ..Default::default()
         });
+    }
+    for (k, v) in annotations {
+        cfg.annotations.insert((*k).to_owned(), (*v).to_owned());
     }
     let netns_before = leftovers::dir_entries(&netns_dir(env));
     let id = env.cri.run_pod(&cfg, handler)?;
@@ -564,6 +580,68 @@ fn own_limit_in_a_shared_pod(env: &mut PodEnv, rs: &RunscBuild) -> Result<()> {
     remove_leaving_nothing(env, pod)
 }
 
+/// A pod of the kubelet's slices suspended with the node command and resumed into a new pod
+/// whose pod annotation names the image: the counter goes on from its value in memory (no
+/// value read after the restore is below the one before the checkpoint: a counter started
+/// afresh would begin at 1), and the restored sandbox and its gofers are in the new pod's
+/// slice; each pod's removal leaves nothing.
+fn pod_suspended_and_resumed(env: &mut PodEnv) -> Result<()> {
+    let image = env.work.join("pod-image");
+    let _ = std::fs::remove_dir_all(&image);
+    let image_arg = image.display().to_string();
+    let pod = kubelet_pod(env, "suspend", CHECKPOINT_HANDLER)?;
+    let res = (|| {
+        let a = start(env, &pod, "a", &["sh", "-c", COUNTER])?;
+        eventually(
+            "the counter to pass 10",
+            SLOW,
+            || Ok(env.counter(&a)? >= 10),
+        )?;
+        let before = env.counter(&a)?;
+        let out = env.checkpoint_cli(&["--image-path", &image_arg, &pod.id])?;
+        ensure!(out.code == 0, "checkpoint: {out:?}");
+        Ok(before)
+    })();
+    let before = match res {
+        Ok(b) => b,
+        Err(e) => return Err(abandon(env, pod, e)),
+    };
+    remove_leaving_nothing(env, pod)?;
+
+    let restored = kubelet_pod_with(
+        env,
+        "resumed",
+        CHECKPOINT_HANDLER,
+        &[(RESTORE_ANNOTATION, &image_arg)],
+    )?;
+    let res = (|| {
+        let a = start(env, &restored, "a", &["sh", "-c", COUNTER])?;
+        let mut last = 0;
+        eventually("the restored counter to go on", SLOW, || {
+            last = env.counter(&a)?;
+            ensure!(last >= before, "{last} after {before} at the checkpoint");
+            Ok(last > before)
+        })?;
+        let slice_path = restored.slices.pod.cgroup_parent();
+        let procs = sandbox_processes(env);
+        ensure!(procs.len() >= 3, "sandbox and 2 gofers expected: {procs:?}");
+        for p in &procs {
+            let cg = systemd::cgroup_of(p.pid).unwrap_or_default();
+            ensure!(
+                cg.starts_with(&slice_path),
+                "{} (pid {}) is in {cg}",
+                p.cmdline,
+                p.pid
+            );
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        return Err(abandon(env, restored, e));
+    }
+    remove_leaving_nothing(env, restored)
+}
+
 /// `ctr run MODE ... IMAGE ID ARGS` through our runtime with runsc.toml `toml`.
 fn ctr_run(
     c: &e2e::containerd::Containerd,
@@ -677,6 +755,12 @@ fn node_group(
     r.run(&format!("{p}/own_limit_enforced_in_a_shared_pod"), || {
         own_limit_in_a_shared_pod(&mut env, rs)
     });
+    if rs.name != "2022" {
+        // runsc 20221219 cannot restore a pod.
+        r.run(&format!("{p}/pod_suspended_and_resumed"), || {
+            pod_suspended_and_resumed(&mut env)
+        });
+    }
     if rs.name == "2022" {
         // The baseline once per containerd.
         r.run(&format!("{p}/runc_baseline_pod_in_kubelet_slices"), || {
