@@ -123,7 +123,19 @@ impl Reaper {
         let mut reg = self.lock();
         while let Some((pid, status)) = self.source.reap_one() {
             tracing::trace!(pid, %status, "reaped");
-            match reg.waiters.remove(&pid) {
+            // A waiter whose receiver is gone watched an earlier process with this pid (its
+            // watcher was dropped before that process was reaped here). Delivering to it
+            // alone would lose the exit of the process that now has the pid, if that
+            // process ended before its own watch was registered: keep the exit for it.
+            let waiters = reg
+                .waiters
+                .remove(&pid)
+                .map(|mut w| {
+                    w.retain(|tx| !tx.is_closed());
+                    w
+                })
+                .filter(|w| !w.is_empty());
+            match waiters {
                 Some(waiters) => {
                     for w in waiters {
                         let _ = w.send(status);
@@ -160,7 +172,9 @@ impl Reaper {
             let _ = tx.send(status);
             return rx;
         }
-        reg.waiters.entry(pid).or_default().push(tx);
+        let waiters = reg.waiters.entry(pid).or_default();
+        waiters.retain(|tx| !tx.is_closed());
+        waiters.push(tx);
         rx
     }
 
@@ -244,6 +258,26 @@ mod tests {
         r.reap();
         assert_eq!(r.unclaimed_len(), 1);
         assert_eq!(r.watch(200, since).await.unwrap(), ExitStatus::Signaled(9));
+        assert_eq!(r.unclaimed_len(), 0);
+    }
+
+    /// A watcher dropped before its process was reaped (a task deleted first, a watched pid
+    /// that was not this process's child) must not take the exit of the next process with
+    /// that pid, which may end before its own watch is registered.
+    #[tokio::test]
+    async fn dropped_watcher_does_not_take_a_reused_pids_exit() {
+        let (r, s) = scripted();
+        drop(r.watch(400, Instant::now()));
+        let since = Instant::now();
+        s.0.lock().unwrap().push_back((400, ExitStatus::Exited(5)));
+        r.reap();
+        assert_eq!(r.unclaimed_len(), 1);
+        assert_eq!(r.watch(400, since).await.unwrap(), ExitStatus::Exited(5));
+        // A live watcher still gets it directly.
+        let rx = r.watch(401, Instant::now());
+        s.0.lock().unwrap().push_back((401, ExitStatus::Exited(6)));
+        r.reap();
+        assert_eq!(rx.await.unwrap(), ExitStatus::Exited(6));
         assert_eq!(r.unclaimed_len(), 0);
     }
 

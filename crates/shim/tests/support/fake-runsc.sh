@@ -27,6 +27,11 @@ resolve() {
   [ "$n" -eq 0 ] && fail "loading container \\\"$1\\\": file does not exist"
   echo "$full"
 }
+# Runs "$@" in the background as a grandchild and sets $bg to its pid. The subshell exits at
+# once, so the process is re-parented to the shim (as runsc's daemonized helpers are); as a
+# child of this shell it could be reaped by the shell (which reaps exited background jobs
+# whenever it likes) before the shim saw its exit.
+background() { ( "$@" & echo $! > "$ctl/bg.$$" ); bg=$(cat "$ctl/bg.$$"); rm -f "$ctl/bg.$$"; }
 case "$sub" in
 create)
   id="$last"
@@ -82,12 +87,12 @@ pause|resume|update) resolve "$last" >/dev/null || exit 128 ;;
 exec)
   id="$(resolve "$last")" || exit 128
   for a in "$@"; do case "$a" in --pid-file=*) pf="${a#--pid-file=}";; --internal-pid-file=*) ipf="${a#--internal-pid-file=}";; --process=*) proc="${a#--process=}";; esac; done
-  if grep -q '"exit5"' "$proc"; then ( sleep 0.1; exit 5 ) </dev/null >/dev/null 2>&1 &
+  if grep -q '"exit5"' "$proc"; then background sh -c 'sleep 0.1; exit 5' </dev/null >/dev/null 2>&1
   # More output than a pipe holds, to the stdio runsc was given, then exit.
-  elif grep -q '"flood"' "$proc"; then head -c 100000 /dev/zero </dev/null &
-  else sleep 1000 </dev/null >/dev/null 2>&1 & fi
+  elif grep -q '"flood"' "$proc"; then background head -c 100000 /dev/zero </dev/null
+  else background sleep 1000 </dev/null >/dev/null 2>&1; fi
   # The helper's host pid doubles as the "pid inside the sandbox".
-  printf '%s' $! > "$pf"; printf '%s' $! > "$ipf"; echo $! >> "$ctl/$id.execs" ;;
+  printf '%s' "$bg" > "$pf"; printf '%s' "$bg" > "$ipf"; echo "$bg" >> "$ctl/$id.execs" ;;
 checkpoint)
   id="$(resolve "$last")" || exit 128
   img=""; lr=""
