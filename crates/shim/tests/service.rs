@@ -1635,6 +1635,34 @@ async fn pod_checkpoint_then_restore_by_name() {
         .await
         .unwrap();
     f.svc.start("app", "").await.unwrap();
+    // A task of the pod created and not started would be in the image but never come back.
+    f.svc
+        .create(named_pod_request(
+            &f,
+            "idle",
+            "container",
+            "pod",
+            "idle",
+            &[],
+        ))
+        .await
+        .unwrap();
+    let err = f
+        .svc
+        .checkpoint(
+            "pod",
+            CheckpointRequest {
+                path: f.dir.path().join("ck0"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[\"idle\"] are not running"), "{err}");
+    assert!(!f.calls().contains(&"checkpoint pod".to_owned()));
+    f.svc.kill("idle", "", 9, false).await.unwrap();
+    f.svc.delete("idle", "").await.unwrap();
     let ck = f.dir.path().join("ck");
     f.svc
         .checkpoint(

@@ -155,7 +155,7 @@ async fn runsc_date(runsc: &Runsc) -> (Option<u32>, String) {
 }
 
 /// Checks a restore request at Create and decides how runsc restores.
-pub(super) async fn restore_plan(
+async fn restore_plan(
     req: &CreateRequest,
     kind: &ContainerKind,
     image: &Path,
@@ -183,7 +183,7 @@ pub(super) async fn restore_plan(
 /// The restore of a new pod from a pod checkpoint, if its sandbox's spec asks for one with
 /// [`RESTORE_POD_ANNOTATION`]. Checked at the sandbox's Create: the image must be a runsc
 /// state file and runsc able to restore several containers into one sandbox.
-pub(super) async fn pod_restore_plan(
+async fn pod_restore_plan(
     id: &str,
     kind: &ContainerKind,
     spec: &serde_json::Value,
@@ -385,7 +385,80 @@ impl Service {
     }
 }
 
+/// How a task being created comes back from a checkpoint, if it does.
+pub(super) struct Restores {
+    /// The task's own restore at Start.
+    pub restore: Option<RestoreFrom>,
+    /// For a pod sandbox restored from a pod checkpoint: its containers still to come.
+    pod: Option<PodRestore>,
+    /// The pod sandbox being restored that this container joins.
+    joining: Option<Arc<Container>>,
+    /// The task's CRI container name.
+    cri_name: Option<String>,
+}
+
+impl Restores {
+    /// Records the plan in the created container; a container joining a pod being restored
+    /// takes its place in the pod's restore (it is restored, or started as usual once the
+    /// pod is back).
+    pub(super) fn apply(self, c: &mut Container) -> Result<()> {
+        c.restore = self.restore;
+        c.pod_restore = self.pod;
+        if let Some(r) = self.joining.as_ref().and_then(|s| s.pod_restore.as_ref()) {
+            c.restore = r.take(self.cri_name.as_deref()).map_err(|why| {
+                Error::FailedPrecondition(format!("cannot create task {}: {why}", c.id))
+            })?;
+        }
+        c.cri_name = self.cri_name;
+        Ok(())
+    }
+}
+
 impl Inner {
+    /// Decides at Create how the task comes back from a checkpoint: containerd's checkpoint
+    /// path (a container of its own), a pod sandbox's restore annotation, or its pod's
+    /// restore (a pod's container, refused here, before anything is made, if the pod's image
+    /// does not hold it).
+    pub(super) async fn plan_restores(
+        &self,
+        req: &CreateRequest,
+        kind: &ContainerKind,
+        spec: &serde_json::Value,
+        runsc: &Runsc,
+    ) -> Result<Restores> {
+        let mut restore = match &req.checkpoint {
+            Some(image) => Some(restore_plan(req, kind, image, runsc).await?),
+            None => None,
+        };
+        let cri_name = spec
+            .pointer("/annotations")
+            .and_then(|a| a.get(crate::spec::CRI_CONTAINER_NAME))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let joining = match kind {
+            ContainerKind::PodContainer { sandbox_id } => self.table().get(sandbox_id).cloned(),
+            _ => None,
+        };
+        if let Some(r) = joining.as_ref().and_then(|s| s.pod_restore.as_ref()) {
+            r.check(cri_name.as_deref()).map_err(|why| {
+                Error::FailedPrecondition(format!("cannot create task {}: {why}", req.id))
+            })?;
+        }
+        let pod = pod_restore_plan(&req.id, kind, spec, runsc).await?;
+        if let Some(p) = &pod {
+            restore = Some(RestoreFrom {
+                image: p.image.clone(),
+                into_created: true,
+            });
+        }
+        Ok(Restores {
+            restore,
+            pod,
+            joining,
+            cri_name,
+        })
+    }
+
     /// The pod sandbox of `c` (or `c` itself), if it is being restored from a pod checkpoint
     /// and still waits for containers of the image: until they are all back, nothing runs in
     /// it.

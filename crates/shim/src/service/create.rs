@@ -11,7 +11,7 @@ use super::{Inner, Service, read_pid};
 use crate::cgroups::stats::SpecLimits;
 use crate::cgroups::{self, Cgroup, CgroupsPath, PodLimits};
 use crate::config::{self, ShimConfig, Source};
-use crate::container::{Container, RestoreFrom};
+use crate::container::Container;
 use crate::error::{Error, IoContext, Result};
 use crate::events::Event;
 use crate::io::{ConsoleSocket, IoOwner, ProcessIo, StdioConfig};
@@ -226,46 +226,12 @@ impl Inner {
         let mut prepared = self.prepare_spec(req)?;
         check_pod_features(req, &cfg, &prepared)?;
         let runsc = self.runsc_for(req, &cfg, &prepared, undo)?;
-        let restore = match &req.checkpoint {
-            Some(image) => {
-                Some(super::checkpoint::restore_plan(req, &prepared.kind, image, &runsc).await?)
-            }
-            None => None,
-        };
-        let cri_name = prepared
-            .spec
-            .json
-            .pointer("/annotations")
-            .and_then(|a| a.get(crate::spec::CRI_CONTAINER_NAME))
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned);
-        // A container joining a pod that is being restored: refused now, before anything is
-        // made, if the pod's image does not hold it.
-        let joining = match &prepared.kind {
-            ContainerKind::PodContainer { sandbox_id } => self.table().get(sandbox_id).cloned(),
-            _ => None,
-        };
-        if let Some(r) = joining.as_ref().and_then(|s| s.pod_restore.as_ref()) {
-            r.check(cri_name.as_deref()).map_err(|why| {
-                Error::FailedPrecondition(format!("cannot create task {}: {why}", req.id))
-            })?;
-        }
-        let pod_restore = super::checkpoint::pod_restore_plan(
-            &req.id,
-            &prepared.kind,
-            &prepared.spec.json,
-            &runsc,
-        )
-        .await?;
-        let restore = restore.or_else(|| {
-            pod_restore.as_ref().map(|r| RestoreFrom {
-                image: r.image.clone(),
-                into_created: true,
-            })
-        });
+        let restores = self
+            .plan_restores(req, &prepared.kind, &prepared.spec.json, &runsc)
+            .await?;
         let rootfs = prepare_bundle(req, &mut prepared, &runsc, undo).await?;
         let since = Instant::now();
-        let pid = if restore.as_ref().is_some_and(|r| !r.into_created) {
+        let pid = if restores.restore.as_ref().is_some_and(|r| !r.into_created) {
             // runsc makes the sandbox at the restore (Start): only the stdio is opened now.
             self.open_io(req, &cfg, undo).await?;
             0
@@ -291,16 +257,7 @@ impl Inner {
             init,
         );
         container.limits = SpecLimits::from_spec(&spec.json);
-        container.restore = restore;
-        container.pod_restore = pod_restore;
-        if let Some(r) = joining.as_ref().and_then(|s| s.pod_restore.as_ref()) {
-            // A container of a pod being restored from a pod checkpoint is restored too, as
-            // long as the image holds containers not yet back.
-            container.restore = r.take(cri_name.as_deref()).map_err(|why| {
-                Error::FailedPrecondition(format!("cannot create task {}: {why}", req.id))
-            })?;
-        }
-        container.cri_name = cri_name;
+        restores.apply(&mut container)?;
         if pid == 0 {
             // Restored at Start into a sandbox that does not exist yet.
             *undo = Undo::default();
