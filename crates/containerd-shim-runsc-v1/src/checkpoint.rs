@@ -20,6 +20,8 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::shim::oci::CheckpointOptions;
 use containerd_shim_protos::shim_async::TaskClient;
 
+use crate::args::Args;
+
 const USAGE: &str = "usage: containerd-shim-runsc-v1 checkpoint --image-path DIR [--exit] \
 [--namespace NS] [--state DIR] [--timeout SECONDS] ID
   ID            the pod's sandbox id (`crictl pods -q --name NAME`); the image is restored
@@ -33,8 +35,9 @@ const USAGE: &str = "usage: containerd-shim-runsc-v1 checkpoint --image-path DIR
 /// Where containerd keeps the bundles of runtime v2 tasks, below its state directory.
 const TASK_DIR: &str = "io.containerd.runtime.v2.task";
 
+/// A checkpoint request from the command line.
 #[derive(Debug, PartialEq)]
-struct Args {
+struct Request {
     id: String,
     image_path: PathBuf,
     exit: bool,
@@ -43,35 +46,22 @@ struct Args {
     timeout: Duration,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Args> {
+fn parse(args: &[String]) -> anyhow::Result<Request> {
     let mut id = None;
     let mut image_path = None;
     let mut exit = false;
     let mut namespace = "k8s.io".to_owned();
     let mut state = PathBuf::from("/run/containerd");
     let mut timeout = Duration::from_secs(300);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (a.as_str(), None),
-        };
-        let mut val = |name: &str| -> anyhow::Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{name} needs a value\n{USAGE}")),
-            }
-        };
-        match flag {
-            "--image-path" => image_path = Some(PathBuf::from(val(flag)?)),
+    let mut it = Args::new(args, USAGE);
+    while let Some(flag) = it.next_arg() {
+        match flag.as_str() {
+            "--image-path" => image_path = Some(PathBuf::from(it.value(&flag)?)),
             "--exit" => exit = true,
-            "--namespace" | "-n" => namespace = val(flag)?,
-            "--state" => state = PathBuf::from(val(flag)?),
+            "--namespace" | "-n" => namespace = it.value(&flag)?,
+            "--state" => state = PathBuf::from(it.value(&flag)?),
             "--timeout" => {
-                let v = val(flag)?;
+                let v = it.value(&flag)?;
                 let secs: u64 =
                     v.parse().ok().filter(|s| *s > 0).with_context(|| {
                         format!("--timeout must be a number of seconds, got {v:?}")
@@ -94,7 +84,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     // The shim runs elsewhere: a relative path would be its own working directory's.
     let image_path = std::path::absolute(&image_path)
         .with_context(|| format!("resolve {}", image_path.display()))?;
-    Ok(Args {
+    Ok(Request {
         id,
         image_path,
         exit,

@@ -6,38 +6,27 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use runsc_shim_installer::{self as installer, Options};
 
+use crate::args::Args;
+
 const USAGE: &str = "usage: containerd-shim-runsc-v1 install|uninstall [--dry-run] [--restart] \
 [--bin-dir DIR] [--containerd-config FILE] [--runsc-config FILE] [--runsc PATH] \
 [--containerd PATH] [--runtime-name NAME] [--config-version 2|3]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_owned())),
-            None => (a.as_str(), None),
-        };
-        let mut val = |name: &str| -> anyhow::Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{name} needs a value\n{USAGE}")),
-            }
-        };
-        match flag {
+    let mut it = Args::new(args, USAGE);
+    while let Some(flag) = it.next_arg() {
+        match flag.as_str() {
             "--dry-run" => o.dry_run = true,
             "--restart" => o.restart = true,
-            "--bin-dir" => o.bin_dir = PathBuf::from(val(flag)?),
-            "--containerd-config" => o.containerd_config = PathBuf::from(val(flag)?),
-            "--runsc-config" => o.runsc_config = PathBuf::from(val(flag)?),
-            "--runsc" => o.runsc = Some(PathBuf::from(val(flag)?)),
-            "--containerd" => o.containerd = Some(PathBuf::from(val(flag)?)),
-            "--runtime-name" => o.runtime_name = val(flag)?,
+            "--bin-dir" => o.bin_dir = PathBuf::from(it.value(&flag)?),
+            "--containerd-config" => o.containerd_config = PathBuf::from(it.value(&flag)?),
+            "--runsc-config" => o.runsc_config = PathBuf::from(it.value(&flag)?),
+            "--runsc" => o.runsc = Some(PathBuf::from(it.value(&flag)?)),
+            "--containerd" => o.containerd = Some(PathBuf::from(it.value(&flag)?)),
+            "--runtime-name" => o.runtime_name = it.value(&flag)?,
             "--config-version" => {
-                let v = val(flag)?;
+                let v = it.value(&flag)?;
                 o.config_version = Some(v.parse().ok().filter(|v| [2, 3].contains(v)).with_context(|| {
                     format!("--config-version must be 2 (containerd 1.x) or 3 (containerd 2.x), got {v:?}")
                 })?);

@@ -8,6 +8,7 @@
 //! Node operations have their own verbs: `install` / `uninstall`, and `checkpoint` (a task's
 //! sandbox into a directory, through its shim).
 
+mod args;
 mod checkpoint;
 mod convert;
 mod delete;

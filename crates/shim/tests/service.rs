@@ -240,6 +240,15 @@ impl Fixture {
         req
     }
 
+    /// Checkpoint of task `id` into `<dir>/<name>`, leaving it running.
+    async fn checkpoint(&self, id: &str, name: &str) -> runsc_shim::error::Result<()> {
+        let req = CheckpointRequest {
+            path: self.dir.path().join(name),
+            ..Default::default()
+        };
+        self.svc.checkpoint(id, req).await
+    }
+
     /// How many times the fake ran `runsc <sub> <id>`.
     fn count_calls(&self, sub: &str, id: &str) -> usize {
         let call = format!("{sub} {id}");
@@ -1567,14 +1576,29 @@ async fn bad_checkpoint_images_are_refused_and_nothing_is_left() {
     assert!(f.svc.shutdown());
 }
 
+/// A request for the sandbox container of CRI pod `id`, with pod annotations `extra`.
+fn pod_sandbox(f: &Fixture, id: &str, extra: &[(&str, &str)]) -> CreateRequest {
+    annotated(f, id, "sandbox", id, None, extra)
+}
+
 /// A request for a container of CRI pod `sandbox` named `name` in the pod, with `extra`
 /// annotations.
-fn named_pod_request(
+fn pod_member(
+    f: &Fixture,
+    id: &str,
+    sandbox: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> CreateRequest {
+    annotated(f, id, "container", sandbox, Some(name), extra)
+}
+
+fn annotated(
     f: &Fixture,
     id: &str,
     kind: &str,
     sandbox: &str,
-    name: &str,
+    name: Option<&str>,
     extra: &[(&str, &str)],
 ) -> CreateRequest {
     let req = f.request(id);
@@ -1585,7 +1609,7 @@ fn named_pod_request(
         "io.kubernetes.cri.container-type": kind,
         "io.kubernetes.cri.sandbox-id": sandbox,
     });
-    if !name.is_empty() {
+    if let Some(name) = name {
         annotations["io.kubernetes.cri.container-name"] = serde_json::Value::from(name);
     }
     for (k, v) in extra {
@@ -1594,6 +1618,13 @@ fn named_pod_request(
     spec["annotations"] = annotations;
     std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
     req
+}
+
+/// Creates and starts a task.
+async fn run_task(f: &Fixture, req: CreateRequest) {
+    let id = req.id.clone();
+    f.svc.create(req).await.unwrap();
+    f.svc.start(&id, "").await.unwrap();
 }
 
 /// A pod checkpoint image: a runsc state file of `containers` containers (sandbox included)
@@ -1625,74 +1656,26 @@ const RESTORE_FROM: &str = "dev.gvisor.restore.image-path";
 #[tokio::test]
 async fn pod_checkpoint_then_restore_by_name() {
     let f = Fixture::new();
-    f.svc
-        .create(named_pod_request(&f, "pod", "sandbox", "pod", "", &[]))
-        .await
-        .unwrap();
-    f.svc.start("pod", "").await.unwrap();
-    f.svc
-        .create(named_pod_request(&f, "app", "container", "pod", "web", &[]))
-        .await
-        .unwrap();
-    f.svc.start("app", "").await.unwrap();
+    run_task(&f, pod_sandbox(&f, "pod", &[])).await;
+    run_task(&f, pod_member(&f, "app", "pod", "web", &[])).await;
     // A task of the pod created and not started would be in the image but never come back.
     f.svc
-        .create(named_pod_request(
-            &f,
-            "idle",
-            "container",
-            "pod",
-            "idle",
-            &[],
-        ))
+        .create(pod_member(&f, "idle", "pod", "idle", &[]))
         .await
         .unwrap();
-    let err = f
-        .svc
-        .checkpoint(
-            "pod",
-            CheckpointRequest {
-                path: f.dir.path().join("ck0"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = f.checkpoint("pod", "ck0").await.unwrap_err().to_string();
     assert!(err.contains("[\"idle\"] are not running"), "{err}");
     assert!(!f.calls().contains(&"checkpoint pod".to_owned()));
     f.svc.kill("idle", "", 9, false).await.unwrap();
     f.svc.delete("idle", "").await.unwrap();
-    let ck = f.dir.path().join("ck");
-    f.svc
-        .checkpoint(
-            "pod",
-            CheckpointRequest {
-                path: ck.clone(),
-                exit: false,
-                image_path: None,
-            },
-        )
-        .await
-        .unwrap();
+    f.checkpoint("pod", "ck").await.unwrap();
     assert!(f.calls().contains(&"checkpoint pod".to_owned()));
     assert_eq!(
-        std::fs::read_to_string(ck.join("pod.json")).unwrap(),
+        std::fs::read_to_string(f.dir.path().join("ck/pod.json")).unwrap(),
         r#"{"containers":["web"]}"#
     );
     // One container of the pod alone: refused, naming the sandbox.
-    let err = f
-        .svc
-        .checkpoint(
-            "app",
-            CheckpointRequest {
-                path: f.dir.path().join("ck-app"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = f.checkpoint("app", "ck-app").await.unwrap_err().to_string();
     assert!(
         err.contains("checkpoint the pod through its sandbox pod"),
         "{err}"
@@ -1701,23 +1684,10 @@ async fn pod_checkpoint_then_restore_by_name() {
     let image = pod_image(&f, "img", 2, Some(&["web"]));
     let image_arg = image.display().to_string();
     let restore = [(RESTORE_FROM, image_arg.as_str())];
-    f.svc
-        .create(named_pod_request(
-            &f, "pod2", "sandbox", "pod2", "", &restore,
-        ))
-        .await
-        .unwrap();
-    f.svc.start("pod2", "").await.unwrap();
+    run_task(&f, pod_sandbox(&f, "pod2", &restore)).await;
     let err = f
         .svc
-        .create(named_pod_request(
-            &f,
-            "init2",
-            "container",
-            "pod2",
-            "init",
-            &restore,
-        ))
+        .create(pod_member(&f, "init2", "pod2", "init", &restore))
         .await
         .unwrap_err()
         .to_string();
@@ -1726,31 +1696,9 @@ async fn pod_checkpoint_then_restore_by_name() {
         "{err}"
     );
     assert!(!f.calls().contains(&"create init2".to_owned()));
-    f.svc
-        .create(named_pod_request(
-            &f,
-            "app2",
-            "container",
-            "pod2",
-            "web",
-            &restore,
-        ))
-        .await
-        .unwrap();
-    f.svc.start("app2", "").await.unwrap();
+    run_task(&f, pod_member(&f, "app2", "pod2", "web", &restore)).await;
     // The kubelet restarting it later: a usual start.
-    f.svc
-        .create(named_pod_request(
-            &f,
-            "app3",
-            "container",
-            "pod2",
-            "web",
-            &restore,
-        ))
-        .await
-        .unwrap();
-    f.svc.start("app3", "").await.unwrap();
+    run_task(&f, pod_member(&f, "app3", "pod2", "web", &restore)).await;
     let calls = f.calls();
     for call in ["restore pod2", "restore app2", "start app3"] {
         assert!(calls.contains(&call.to_owned()), "{call}: {calls:?}");
@@ -1774,22 +1722,11 @@ async fn pending_pod_restore_ends_on_a_signal_and_bad_images_are_refused() {
     let restore = [(RESTORE_FROM, image_arg.as_str())];
     let pid = f
         .svc
-        .create(named_pod_request(&f, "pod", "sandbox", "pod", "", &restore))
+        .create(pod_sandbox(&f, "pod", &restore))
         .await
         .unwrap();
     f.svc.start("pod", "").await.unwrap();
-    f.svc
-        .create(named_pod_request(
-            &f,
-            "a1",
-            "container",
-            "pod",
-            "a",
-            &restore,
-        ))
-        .await
-        .unwrap();
-    f.svc.start("a1", "").await.unwrap();
+    run_task(&f, pod_member(&f, "a1", "pod", "a", &restore)).await;
     f.svc.kill("pod", "", 15, false).await.unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("pod", ""))
         .await
@@ -1818,7 +1755,7 @@ async fn pending_pod_restore_ends_on_a_signal_and_bad_images_are_refused() {
         let restore = [(RESTORE_FROM, dir)];
         let err = f
             .svc
-            .create(named_pod_request(&f, name, "sandbox", name, "", &restore))
+            .create(pod_sandbox(&f, name, &restore))
             .await
             .unwrap_err()
             .to_string();

@@ -74,8 +74,34 @@ pub fn cri_config(
     format!("{base}{runc_options}")
 }
 
+/// The tables of our runtime as CRI handler `name` of CRI plugin `plugin`: `extra` lines
+/// in the runtime's table, the shim's config file `cfg`.
+fn runsc_runtime(plugin: &str, name: &str, extra: &str, cfg: &str) -> String {
+    let table = format!("[plugins.\"{plugin}\".containerd.runtimes.{name}]");
+    format!(
+        "{table}\n  runtime_type = \"io.containerd.runsc.v1\"\n{extra}\
+         {}.options]\n  TypeUrl = \"io.containerd.runsc.v1.options\"\n  ConfigPath = \"{cfg}\"\n",
+        table.trim_end_matches(']')
+    )
+}
+
 fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str) -> String {
     let ckpt = checkpoint_toml(Path::new(cfg)).display().to_string();
+    let plugin = if build.major() >= 2 {
+        "io.containerd.cri.v1.runtime"
+    } else {
+        "io.containerd.grpc.v1.cri"
+    };
+    let mut runtimes = runsc_runtime(plugin, HANDLER, "", cfg);
+    if build.major() >= 2 {
+        runtimes += &runsc_runtime(plugin, SANDBOXER_HANDLER, "  sandboxer = \"shim\"\n", cfg);
+    }
+    runtimes += &runsc_runtime(
+        plugin,
+        CHECKPOINT_HANDLER,
+        "  pod_annotations = [\"dev.gvisor.*\"]\n",
+        &ckpt,
+    );
     if build.major() >= 2 {
         format!(
             r#"
@@ -89,24 +115,7 @@ fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str
   default_runtime_name = "runc"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}]
-  runtime_type = "io.containerd.runsc.v1"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{HANDLER}.options]
-  TypeUrl = "io.containerd.runsc.v1.options"
-  ConfigPath = "{cfg}"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}]
-  runtime_type = "io.containerd.runsc.v1"
-  sandboxer = "shim"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}.options]
-  TypeUrl = "io.containerd.runsc.v1.options"
-  ConfigPath = "{cfg}"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{CHECKPOINT_HANDLER}]
-  runtime_type = "io.containerd.runsc.v1"
-  pod_annotations = ["dev.gvisor.*"]
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{CHECKPOINT_HANDLER}.options]
-  TypeUrl = "io.containerd.runsc.v1.options"
-  ConfigPath = "{ckpt}"
-[plugins."io.containerd.cri.v1.runtime".cni]
+{runtimes}[plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["{cni_bin}"]
   conf_dir = "{conf}"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -126,18 +135,7 @@ fn cri_base_config(build: &ContainerdBuild, cfg: &str, conf: &str, cni_bin: &str
   default_runtime_name = "runc"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
-  runtime_type = "io.containerd.runsc.v1"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
-  TypeUrl = "io.containerd.runsc.v1.options"
-  ConfigPath = "{cfg}"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{CHECKPOINT_HANDLER}]
-  runtime_type = "io.containerd.runsc.v1"
-  pod_annotations = ["dev.gvisor.*"]
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{CHECKPOINT_HANDLER}.options]
-  TypeUrl = "io.containerd.runsc.v1.options"
-  ConfigPath = "{ckpt}"
-[plugins."io.containerd.grpc.v1.cri".cni]
+{runtimes}[plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "{cni_bin}"
   conf_dir = "{conf}"
 "#

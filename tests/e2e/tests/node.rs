@@ -294,18 +294,7 @@ fn check_placement(env: &PodEnv, pod: &KubeletPod) -> Result<()> {
     let cpu = systemd::read(&scope, "cpu.max");
     ensure!(cpu == "100000 100000", "sandbox scope cpu.max {cpu:?}");
     // Sandbox and every gofer (the app containers' too) in the pod's slice.
-    let slice_path = pod.slices.pod.cgroup_parent();
-    let procs = sandbox_processes(env);
-    ensure!(procs.len() >= 4, "sandbox and 3 gofers expected: {procs:?}");
-    for p in &procs {
-        let cg = systemd::cgroup_of(p.pid).unwrap_or_default();
-        ensure!(
-            cg.starts_with(&slice_path),
-            "{} (pid {}) is in {cg}",
-            p.cmdline,
-            p.pid
-        );
-    }
+    sandbox_in_pod_slice(env, pod, 2)?;
     // One shim for the pod, in containerd's cgroup (this test started containerd): never in
     // a unit of the pod, which it would keep alive.
     let shims = leftovers::shims(&env.containerd.address());
@@ -317,6 +306,28 @@ fn check_placement(env: &PodEnv, pod: &KubeletPod) -> Result<()> {
         "shim {} is in {cg}, containerd in {ours}",
         shims[0].pid
     );
+    Ok(())
+}
+
+/// The sandbox and the gofers of the pod's `containers` application containers (and its
+/// own) are all in the pod's slice.
+fn sandbox_in_pod_slice(env: &PodEnv, pod: &KubeletPod, containers: usize) -> Result<()> {
+    let slice_path = pod.slices.pod.cgroup_parent();
+    let procs = sandbox_processes(env);
+    ensure!(
+        procs.len() > containers + 1,
+        "sandbox and {} gofers expected: {procs:?}",
+        containers + 1
+    );
+    for p in &procs {
+        let cg = systemd::cgroup_of(p.pid).unwrap_or_default();
+        ensure!(
+            cg.starts_with(&slice_path),
+            "{} (pid {}) is in {cg}",
+            p.cmdline,
+            p.pid
+        );
+    }
     Ok(())
 }
 
@@ -623,19 +634,7 @@ fn pod_suspended_and_resumed(env: &mut PodEnv) -> Result<()> {
             ensure!(last >= before, "{last} after {before} at the checkpoint");
             Ok(last > before)
         })?;
-        let slice_path = restored.slices.pod.cgroup_parent();
-        let procs = sandbox_processes(env);
-        ensure!(procs.len() >= 3, "sandbox and 2 gofers expected: {procs:?}");
-        for p in &procs {
-            let cg = systemd::cgroup_of(p.pid).unwrap_or_default();
-            ensure!(
-                cg.starts_with(&slice_path),
-                "{} (pid {}) is in {cg}",
-                p.cmdline,
-                p.pid
-            );
-        }
-        Ok(())
+        sandbox_in_pod_slice(env, &restored, 1)
     })();
     if let Err(e) = res {
         return Err(abandon(env, restored, e));

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use runsc::{CheckpointOpts, RestoreOpts, Runsc, StdioFds};
+use runsc::{CheckpointOpts, RestoreOpts, Runsc};
 
 use super::create::CreateRequest;
 use super::{Inner, Service, read_pid};
@@ -533,16 +533,7 @@ impl Inner {
             ..Default::default()
         };
         if restore.into_created {
-            // A pod's container gets its stdio at the restore, as at a start; a sandbox's
-            // root container had it at the create.
-            let stdio = if c.kind.is_root() {
-                StdioFds::default()
-            } else {
-                p.io()
-                    .as_mut()
-                    .map(|io| io.take_process_side())
-                    .unwrap_or_default()
-            };
+            let stdio = super::lifecycle::start_stdio(c);
             if let Err(e) = c.runsc.restore(id, &opts, stdio).await {
                 // The created container goes; for a root container its sandbox's exit ends
                 // the task, a pod's container is ended here.

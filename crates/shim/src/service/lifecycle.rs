@@ -33,14 +33,7 @@ impl Service {
         if let Some(restore) = &c.restore {
             return Box::pin(self.inner.start_restored(&c, restore)).await;
         }
-        let stdio = if c.kind.is_root() {
-            StdioFds::default()
-        } else {
-            p.io()
-                .as_mut()
-                .map(|io| io.take_process_side())
-                .unwrap_or_default()
-        };
+        let stdio = start_stdio(&c);
         let since = std::time::Instant::now();
         c.runsc
             .start(id, stdio)
@@ -377,6 +370,19 @@ impl Inner {
             });
         }
     }
+}
+
+/// The stdio runsc is handed when it starts (or restores) a task: a pod's later container
+/// gets it then; a root container had it at its create, which made the sandbox.
+pub(super) fn start_stdio(c: &Container) -> StdioFds {
+    if c.kind.is_root() {
+        return StdioFds::default();
+    }
+    c.init
+        .io()
+        .as_mut()
+        .map(|io| io.take_process_side())
+        .unwrap_or_default()
 }
 
 /// Puts the gofer of a later container of a pod into its sandbox's host cgroup (cgroup v2),
