@@ -255,13 +255,18 @@ impl Fixture {
         self.calls().iter().filter(|c| **c == call).count()
     }
 
+    /// The exit of process `exec_id` of task `id` (10 s at most: a bound for liveness).
+    async fn exited(&self, id: &str, exec_id: &str) -> runsc_shim::process::Exit {
+        tokio::time::timeout(Duration::from_secs(10), self.svc.wait(id, exec_id))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// Waits (10 s at most) for task `id` to end as the shim ends a container over its memory
     /// limit: exit 137, with TaskOOM before TaskExit.
     async fn oom_killed(&self, id: &str) {
-        let exit = tokio::time::timeout(Duration::from_secs(10), self.svc.wait(id, ""))
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = self.exited(id, "").await;
         assert_eq!(exit.status, 137);
         assert_eq!(
             self.events.topics(id),
@@ -305,10 +310,7 @@ async fn lifecycle_exit_code_and_event_order() {
     assert_eq!(f.svc.state("c1", "").unwrap().status, Status::Created);
     f.touch("c1.exit", "7");
     assert_eq!(f.svc.start("c1", "").await.unwrap(), pid);
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("c1", ""))
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = f.exited("c1", "").await;
     assert_eq!(exit.status, 7);
     let st = f.svc.state("c1", "").unwrap();
     assert_eq!(
@@ -329,10 +331,7 @@ async fn kill_running_reports_128_plus_signal_and_not_found_after() {
     let pid = f.svc.create(f.request("k1")).await.unwrap();
     f.svc.start("k1", "").await.unwrap();
     f.svc.kill("k1", "", 15, false).await.unwrap();
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("k1", ""))
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = f.exited("k1", "").await;
     assert_eq!(exit.status, 143);
     assert!(!sandbox_alive(pid));
     let err = f.svc.kill("k1", "", 9, false).await.unwrap_err();
@@ -354,10 +353,7 @@ async fn kill_before_start_ends_the_task() {
     let f = Fixture::new();
     let pid = f.svc.create(f.request("kc")).await.unwrap();
     f.svc.kill("kc", "", 9, false).await.unwrap();
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("kc", ""))
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = f.exited("kc", "").await;
     assert_eq!(exit.status, 137);
     assert_eq!(f.events.exit_of("kc"), Some(137));
     assert!(!sandbox_alive(pid));
@@ -424,10 +420,7 @@ async fn exec_refusals_then_exit(f: &Fixture) {
     ));
     let pid = f.svc.start("e1", "x1").await.unwrap();
     assert!(pid > 0);
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("e1", "x1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = f.exited("e1", "x1").await;
     assert_eq!(exit.status, 5);
     let d = f.svc.delete("e1", "x1").await.unwrap();
     assert_eq!(d.exit_status, 5);
@@ -1471,10 +1464,7 @@ async fn checkpoint_leave_running_then_exit() {
         .await
         .unwrap();
     assert!(also.join("checkpoint.img").is_file());
-    tokio::time::timeout(Duration::from_secs(10), f.svc.wait("c1", ""))
-        .await
-        .unwrap()
-        .unwrap();
+    f.exited("c1", "").await;
     assert!(f.calls().iter().any(|c| c == "checkpoint c1"));
     let err = f
         .svc
@@ -1567,10 +1557,7 @@ async fn bad_checkpoint_images_are_refused_and_nothing_is_left() {
     let err = f.svc.start("c2", "").await.unwrap_err().chain();
     assert!(err.contains("restore task c2 from checkpoint"), "{err}");
     assert!(err.contains("bad magic header"), "{err}");
-    tokio::time::timeout(Duration::from_secs(10), f.svc.wait("c2", ""))
-        .await
-        .unwrap()
-        .unwrap();
+    f.exited("c2", "").await;
     assert!(!sandbox_alive(pid));
     f.svc.delete("c2", "").await.unwrap();
     assert!(f.svc.shutdown());
@@ -1728,10 +1715,7 @@ async fn pending_pod_restore_ends_on_a_signal_and_bad_images_are_refused() {
     f.svc.start("pod", "").await.unwrap();
     run_task(&f, pod_member(&f, "a1", "pod", "a", &restore)).await;
     f.svc.kill("pod", "", 15, false).await.unwrap();
-    let exit = tokio::time::timeout(Duration::from_secs(10), f.svc.wait("pod", ""))
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = f.exited("pod", "").await;
     assert_eq!(exit.status, 137);
     assert!(!sandbox_alive(pid));
     assert!(!f.calls().contains(&"kill pod".to_owned()));

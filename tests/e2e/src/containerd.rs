@@ -250,6 +250,25 @@ impl Containerd {
             .stdout)
     }
 
+    /// `ctr run -d` of `sh -c script` in `image` as `id`, through this shim's runtime with
+    /// runtime options file `toml`.
+    pub fn run_script(&self, toml: &str, image: &str, id: &str, script: &str) -> Result<()> {
+        self.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            "io.containerd.runsc.v1",
+            "--runtime-config-path",
+            toml,
+            image,
+            id,
+            "sh",
+            "-c",
+            script,
+        ])
+        .map(drop)
+    }
+
     /// Imports an image tarball.
     pub fn import(&self, tarball: &Path) -> Result<()> {
         let t = tarball.display().to_string();

@@ -69,6 +69,17 @@ fn state(env: &mut PodEnv, id: &str) -> Result<(i32, i32)> {
     Ok((st.state, st.exit_code))
 }
 
+/// ExecSync of `echo WORD` in container `id` prints exactly that: the container runs and
+/// answers execs.
+fn answers_exec(env: &mut PodEnv, id: &str, word: &str) -> Result<()> {
+    let out = env.cri.exec_sync(id, &["echo", word], 10)?;
+    ensure!(
+        out.stdout == format!("{word}\n").as_bytes(),
+        "exec `echo {word}` in {id}: {out:?}"
+    );
+    Ok(())
+}
+
 const EXITED: i32 = ContainerState::ContainerExited as i32;
 const RUNNING: i32 = ContainerState::ContainerRunning as i32;
 
@@ -292,8 +303,7 @@ fn exec_sync_streams_exit_code_and_timeout(env: &mut PodEnv, _p: &str) -> Result
         started.elapsed()
     );
     // The container is unharmed.
-    let out = env.cri.exec_sync(&c, &["echo", "still-here"], 10)?;
-    ensure!(out.stdout == b"still-here\n", "{out:?}");
+    answers_exec(env, &c, "still-here")?;
     env.cri.remove_pod(&pod.id)
 }
 
@@ -367,8 +377,7 @@ fn one_container_exits_3_the_other_keeps_running(env: &mut PodEnv, _p: &str) -> 
         state(env, &b)?
     );
     ensure!(state(env, &a)?.0 == RUNNING, "stays: {:?}", state(env, &a)?);
-    let out = env.cri.exec_sync(&a, &["echo", "alive"], 10)?;
-    ensure!(String::from_utf8_lossy(&out.stdout) == "alive\n", "{out:?}");
+    answers_exec(env, &a, "alive")?;
     // Replace the exited container (what a restartPolicy does): the pod lives on.
     env.cri.remove_container(&b)?;
     let b2 = env.cri.start_container(
@@ -642,11 +651,7 @@ fn own_memory_limit_enforced_in_a_shared_pod(env: &mut PodEnv, p: &str) -> Resul
     env.cri.wait_oom_killed(&hog, Duration::from_secs(30))?;
     if let Some(calm) = calm {
         ensure!(state(env, &calm)?.0 == RUNNING, "calm died with the hog");
-        let out = env.cri.exec_sync(&calm, &["echo", "still-here"], 10)?;
-        ensure!(
-            String::from_utf8_lossy(&out.stdout).contains("still-here"),
-            "exec in calm: {out:?}"
-        );
+        answers_exec(env, &calm, "still-here")?;
     }
     env.cri.remove_pod(&pod.id)
 }
@@ -786,11 +791,7 @@ fn pod_suspended_and_resumed(env: &mut PodEnv, p: &str) -> Result<()> {
         .with_context(|| format!("{id}: {last} after {was} at the checkpoint"))?;
         ensure!(state(env, id)?.0 == RUNNING, "{id} is not running");
     }
-    let out = env.cri.exec_sync(&new_ids[1], &["echo", "resumed"], 10)?;
-    ensure!(
-        String::from_utf8_lossy(&out.stdout).contains("resumed"),
-        "exec in the restored pod: {out:?}"
-    );
+    answers_exec(env, &new_ids[1], "resumed")?;
     env.cri.remove_pod(&restored.id)
 }
 
@@ -905,11 +906,7 @@ fn pod_with_a_finished_container(env: &mut PodEnv, image: &Path) -> Result<()> {
 
     let restored = checkpoint_pod(env, "finished", &[(RESTORE_ANNOTATION, &image_arg)])?;
     let live = container(env, &restored, "live", &["sleep", "100000"])?;
-    let out = env.cri.exec_sync(&live, &["echo", "back"], 10)?;
-    ensure!(
-        String::from_utf8_lossy(&out.stdout).contains("back"),
-        "exec in the restored container: {out:?}"
-    );
+    answers_exec(env, &live, "back")?;
     env.cri.remove_pod(&restored.id)
 }
 
@@ -1106,8 +1103,7 @@ fn bidirectional_propagation_refused(env: &mut PodEnv, _p: &str) -> Result<()> {
             "starting a container with a Bidirectional mount: {err:?}"
         );
         let ok = container(env, &pod, "b", &["sleep", "100000"])?;
-        let out = env.cri.exec_sync(&ok, &["echo", "fine"], 10)?;
-        ensure!(out.stdout == b"fine\n", "{out:?}");
+        answers_exec(env, &ok, "fine")?;
         env.cri.remove_pod(&pod.id)
     })();
     let _ = std::process::Command::new("umount").arg(&d).status();
@@ -1161,8 +1157,7 @@ fn runtime_default_seccomp_runs(env: &mut PodEnv, _p: &str) -> Result<()> {
         ..Default::default()
     });
     let c = env.cri.start_container(&pod.id, &cfg, &pod.cfg)?;
-    let out = env.cri.exec_sync(&c, &["echo", "filtered-or-not"], 10)?;
-    ensure!(out.stdout == b"filtered-or-not\n", "{out:?}");
+    answers_exec(env, &c, "filtered-or-not")?;
     // The documented warning, in containerd's log (where the shim's log goes).
     eventually("the seccomp warning", Duration::from_secs(10), || {
         Ok(env.containerd.log_tail(5000).lines().any(|l| {

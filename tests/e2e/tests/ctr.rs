@@ -95,21 +95,7 @@ impl Env {
 
     /// `ctr run -d` of the [`COUNTER`] as `id`, with runtime options file `toml`.
     fn counter_with(&self, toml: &str, id: &str) -> Result<()> {
-        self.c
-            .ctr_ok(&[
-                "run",
-                "-d",
-                "--runtime",
-                RUNTIME,
-                "--runtime-config-path",
-                toml,
-                IMAGE,
-                id,
-                "sh",
-                "-c",
-                COUNTER,
-            ])
-            .map(drop)
+        self.c.run_script(toml, IMAGE, id, COUNTER)
     }
 
     /// The `ctr run` arguments for our runtime and the image.

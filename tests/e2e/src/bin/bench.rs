@@ -764,21 +764,7 @@ impl Bench {
 
     /// `ctr run -d` of the [`SLOW_INIT`] container as `id` with runtime options file `toml`.
     fn run_slow(&self, toml: &str, id: &str) -> Result<()> {
-        self.c()
-            .ctr_ok(&[
-                "run",
-                "-d",
-                "--runtime",
-                "io.containerd.runsc.v1",
-                "--runtime-config-path",
-                toml,
-                IMAGE,
-                id,
-                "sh",
-                "-c",
-                SLOW_INIT,
-            ])
-            .map(drop)
+        self.c().run_script(toml, IMAGE, id, SLOW_INIT)
     }
 
     /// A slow-initialising container, once ready, checkpointed into `image` and removed: the
